@@ -107,6 +107,8 @@ class DatasetWriter:
     def _expected_dtype(self, path: str, array: np.ndarray) -> np.dtype:
         if path in fmt.FIXED_DTYPES:
             return np.dtype(fmt.FIXED_DTYPES[path])
+        if path.startswith(fmt.FINAL_PREFIX):  # finals share their state array's dtype
+            path = path[len(fmt.FINAL_PREFIX):]
         if path == "actions":
             return storage_dtype(self.action_space)
         if path.startswith("observations"):

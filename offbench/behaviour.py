@@ -1,0 +1,81 @@
+"""Behaviour policies that generate data, with exact action log-probabilities.
+
+A behaviour policy maps one observation to ``(action, log_prob)``; the log-probability is
+of the action actually taken under the policy's own distribution (stored per step for
+exact importance-sampling OPE), or NaN-free ``0.0`` with ``deterministic = True`` for
+scripted controllers, which only serve to measure reference scores.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from offbench.errors import OffbenchError
+
+
+class BehaviourPolicy(Protocol):
+    name: str
+    deterministic: bool
+
+    def act(self, observation: Any, rng: np.random.Generator) -> tuple[Any, float]: ...
+
+
+class UniformRandomPolicy:
+    """Uniform over a bounded Box (log-prob -sum(log(high - low))) or a Discrete space (-log n)."""
+
+    deterministic = False
+
+    def __init__(self, action_space: gym.Space):
+        self.name = "uniform_random"
+        self.space = action_space
+        if isinstance(action_space, gym.spaces.Box):
+            if not action_space.is_bounded():
+                raise OffbenchError("uniform_random needs a bounded Box action space")
+            self._low = action_space.low.astype(np.float64)
+            self._high = action_space.high.astype(np.float64)
+            self._log_prob = float(-np.sum(np.log(self._high - self._low)))
+        elif isinstance(action_space, gym.spaces.Discrete):
+            self._log_prob = float(-np.log(action_space.n))
+        else:
+            raise OffbenchError(f"uniform_random does not support {type(action_space).__name__} actions")
+
+    def act(self, observation, rng: np.random.Generator):
+        if isinstance(self.space, gym.spaces.Discrete):
+            return int(self.space.start + rng.integers(self.space.n)), self._log_prob
+        action = rng.uniform(self._low, self._high).astype(self.space.dtype)
+        return action, self._log_prob
+
+
+class PendulumSwingUpController:
+    """A scripted expert for Pendulum-v1: energy pumping far from upright, a PD law near it.
+
+    Used to measure Pendulum's expert reference return without a trained agent.
+    Pendulum-v1: theta = 0 is upright, obs = [cos, sin, theta_dot], torque in [-2, 2].
+    """
+
+    name = "pendulum_swingup"
+    deterministic = True
+
+    def act(self, observation, rng=None):
+        cos, sin, theta_dot = (float(x) for x in observation)
+        theta = np.arctan2(sin, cos)
+        if cos > 0.85:  # near upright: stabilise with a PD law
+            torque = -10.0 * theta - 2.0 * theta_dot
+        else:
+            # Energy relative to upright at rest (m = l = 1, g = 10, I = m l^2 / 3):
+            # E = I/2 theta_dot^2 + m g l/2 (cos - 1); pump towards E = 0.
+            energy = theta_dot**2 / 6.0 + 5.0 * (cos - 1.0)
+            torque = -2.0 * np.sign(theta_dot * energy) if abs(theta_dot) > 1e-3 else 2.0
+        return np.array([np.clip(torque, -2.0, 2.0)], dtype=np.float32), 0.0
+
+
+def make_policy(spec: str | dict, env: gym.Env) -> BehaviourPolicy:
+    """A behaviour policy from a recipe's ``policy`` entry (a name or a table with ``kind``)."""
+    kind = spec if isinstance(spec, str) else spec.get("kind")
+    if kind == "uniform_random":
+        return UniformRandomPolicy(env.action_space)
+    if kind == "pendulum_swingup":
+        return PendulumSwingUpController()
+    raise OffbenchError(f"unknown behaviour policy {kind!r} (known: uniform_random, pendulum_swingup)")

@@ -1,0 +1,238 @@
+"""The ``offbench`` command line.
+
+User mistakes (bad ids, corrupt files, failed downloads) raise :class:`OffbenchError`; ``main``
+prints its message and exits with its code instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from offbench.errors import OffbenchError
+
+
+# ---------------------------------------------------------------------- datasets
+def _fmt_int(n) -> str:
+    return f"{int(n):,}" if n is not None and n != "" else "-"
+
+
+def cmd_datasets_list(args) -> int:
+    from offbench.data.catalogue import cached_path, list_cards
+
+    cards = [c for c in list_cards()
+             if (not args.suite or c.suite == args.suite) and (not args.env or c.env_name == args.env)
+             and (not args.cached or cached_path(c.id).exists())]
+    if args.json:
+        print(json.dumps([{"id": c.id, "env_id": c.env_id, "steps": c.size.get("steps"),
+                           "cached": cached_path(c.id).exists()} for c in cards], indent=2))
+        return 0
+    if not cards:
+        print("no datasets match")
+        return 0
+    width = max(len(c.id) for c in cards)
+    print(f"{'id':<{width}}  {'env':<22} {'steps':>11}  cached")
+    for c in cards:
+        cached = "yes" if cached_path(c.id).exists() else "-"
+        print(f"{c.id:<{width}}  {c.env_id:<22} {_fmt_int(c.size.get('steps')):>11}  {cached}")
+    return 0
+
+
+def cmd_datasets_info(args) -> int:
+    from offbench.data.catalogue import cached_path, get_card
+
+    card = get_card(args.id)
+    path = cached_path(card.id)
+    info = {**card.to_toml_dict(), "card": str(card.path), "cached": str(path) if path.exists() else None}
+    if path.exists():
+        from offbench.data.dataset import read_dataset
+
+        ds = read_dataset(path)
+        info["file"] = {"steps": ds.num_steps, "episodes": ds.num_episodes,
+                        "terminated_episodes": int(ds.terminations[ds.episode_starts + ds.episode_lengths - 1].sum()),
+                        "arrays": {p: [list(a.shape), str(a.dtype)] for p, a in sorted(ds.arrays.items())}}
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{card.id}\n  {card.description}\n  env: {card.env_id}\n  card: {card.path}")
+    print(f"  recipe: {json.dumps(card.recipe)}")
+    if card.reference_scores:
+        print(f"  reference scores: random {card.reference_scores.get('random')}, "
+              f"expert {card.reference_scores.get('expert')}")
+    if card.size:
+        print(f"  size: {_fmt_int(card.size.get('steps'))} steps, {_fmt_int(card.size.get('episodes'))} episodes, "
+              f"{_fmt_int(card.size.get('bytes'))} bytes")
+    if card.returns:
+        r = card.returns
+        print(f"  episode returns: mean {r['mean']:.2f}, std {r['std']:.2f}, min {r['min']:.2f}, max {r['max']:.2f}")
+    if card.sha256:
+        print(f"  file sha256: {card.sha256}")
+    print(f"  cached: {info['cached'] or 'no (offbench datasets download|build ' + card.id + ')'}")
+    if "file" in info:
+        for p, (shape, dtype) in info["file"]["arrays"].items():
+            print(f"    {p:<34} {str(tuple(shape)):<16} {dtype}")
+    for entry in card.changelog:
+        print(f"  {entry.get('version')} ({entry.get('date')}): {entry.get('notes')}")
+    return 0
+
+
+def cmd_datasets_build(args) -> int:
+    from offbench.data.recipes import build_dataset, update_card
+
+    path = build_dataset(args.id, force=args.force, progress=not args.quiet, allow_mismatch=args.allow_mismatch)
+    print(f"built {args.id} -> {path}")
+    if args.update_card:
+        card = update_card(args.id)
+        print(f"updated card {card.path}")
+    return 0
+
+
+def cmd_datasets_verify(args) -> int:
+    from offbench.data.catalogue import get_card, looks_like_path, resolve_dataset_path
+    from offbench.data.dataset import read_dataset
+    from offbench.data.mirrors import file_sha256
+
+    path = resolve_dataset_path(args.target)
+    dataset = read_dataset(path, validate=True)  # raises on any structural or checksum problem
+    print(f"{path}: {dataset.num_steps:,} steps, {dataset.num_episodes:,} episodes; "
+          f"arrays, episode index and {len(dataset.metadata.checksums)} array checksums OK")
+    card = None
+    if not looks_like_path(args.target):
+        card = get_card(args.target)
+    elif dataset.metadata.dataset_id:
+        try:
+            card = get_card(dataset.metadata.dataset_id)
+        except OffbenchError:
+            card = None
+    if card is not None:
+        digest = dataset.content_sha256()
+        if card.content_sha256 and digest != card.content_sha256:
+            raise OffbenchError(f"{path}: content sha256 {digest[:16]}… differs from the card of {card.id} "
+                                f"({card.content_sha256[:16]}…): this is not the published data; "
+                                f"re-download or rebuild it")
+        file_digest = file_sha256(path)
+        if card.sha256 and file_digest != card.sha256:
+            print(f"note: file sha256 differs from the published file (content identical: rebuilt locally "
+                  f"with other library versions)")
+        elif card.sha256:
+            print(f"file sha256 matches the card of {card.id}")
+    return 0
+
+
+def cmd_datasets_download(args) -> int:
+    from offbench.data.mirrors import download_dataset
+
+    path = download_dataset(args.id, args.mirror or None, progress=not args.quiet, timeout=args.timeout)
+    print(f"downloaded {args.id} -> {path}")
+    return 0
+
+
+def cmd_datasets_publish(args) -> int:
+    from offbench.data.mirrors import publish_mirror
+
+    index = publish_mirror(Path(args.directory), args.ids or None)
+    print(f"published mirror index {index}")
+    return 0
+
+
+def cmd_datasets_export_minari(args) -> int:
+    from offbench.data.minari_interop import export_to_minari
+
+    minari_id = export_to_minari(args.id, args.minari_id, minari_root=args.minari_root, overwrite=args.overwrite)
+    print(f"exported {args.id} -> Minari dataset {minari_id}")
+    return 0
+
+
+def cmd_datasets_import_minari(args) -> int:
+    from offbench.data.minari_interop import import_from_minari
+
+    path = import_from_minari(args.minari_id, dataset_id=args.id, out=args.out, minari_root=args.minari_root)
+    print(f"imported Minari dataset {args.minari_id} -> {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="offbench", description="Offline RL datasets, baselines and evaluation.")
+    parser.add_argument("--version", action="version", version=f"offbench {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    datasets = commands.add_parser("datasets", help="list, build, download, verify and convert datasets")
+    sub = datasets.add_subparsers(dest="datasets_command", required=True)
+
+    p = sub.add_parser("list", help="list catalogue datasets")
+    p.add_argument("--suite", help="only this suite (e.g. lite, locomotion)")
+    p.add_argument("--env", help="only this environment name (e.g. hopper)")
+    p.add_argument("--cached", action="store_true", help="only datasets in the local cache")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_datasets_list)
+
+    p = sub.add_parser("info", help="show a dataset's card (and its cached file)")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets_info)
+
+    p = sub.add_parser("build", help="regenerate a dataset locally from its card's recipe")
+    p.add_argument("id")
+    p.add_argument("--force", action="store_true", help="rebuild even if the file is cached")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="keep a rebuild whose content differs from the card's content_sha256")
+    p.add_argument("--update-card", action="store_true", help="record size, returns and hashes in the card")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_datasets_build)
+
+    p = sub.add_parser("verify", help="check a cached dataset or a file: structure and checksums")
+    p.add_argument("target", metavar="ID|PATH")
+    p.set_defaults(func=cmd_datasets_verify)
+
+    p = sub.add_parser("download", help="download a dataset from a mirror, checking its sha256")
+    p.add_argument("id")
+    p.add_argument("--mirror", action="append", help="mirror base URL or directory (repeatable; "
+                   "tried before $OFFBENCH_MIRRORS)")
+    p.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_datasets_download)
+
+    p = sub.add_parser("publish", help="write a mirror directory: files plus index.json")
+    p.add_argument("directory")
+    p.add_argument("ids", nargs="*", help="dataset ids (default: every cached catalogue dataset)")
+    p.set_defaults(func=cmd_datasets_publish)
+
+    p = sub.add_parser("export-minari", help="write a dataset in Minari's format")
+    p.add_argument("id", metavar="ID|PATH")
+    p.add_argument("--minari-id", help="Minari dataset id (default: the offbench id)")
+    p.add_argument("--minari-root", help="Minari's datasets directory (default: $MINARI_DATASETS_PATH)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_datasets_export_minari)
+
+    p = sub.add_parser("import-minari", help="convert a local Minari dataset into the offbench store")
+    p.add_argument("minari_id")
+    p.add_argument("--id", help="offbench dataset id to record (default: derived from the Minari id)")
+    p.add_argument("--out", help="output file (default: the cache)")
+    p.add_argument("--minari-root", help="Minari's datasets directory (default: $MINARI_DATASETS_PATH)")
+    p.set_defaults(func=cmd_datasets_import_minari)
+    return parser
+
+
+def _version() -> str:
+    from offbench import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OffbenchError as exc:
+        print(f"offbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("offbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Build a catalogue dataset locally from its card's recipe, deterministically.
+
+Recipe kinds (the ``[recipe]`` table of a card):
+
+- ``rollout``: ``env_id``, ``policy`` (a behaviour policy, see ``offbench.behaviour``),
+  ``steps``, ``seed``, optional ``max_episode_steps``. Exactly ``steps`` steps are collected.
+- ``mix``: ``sources`` (dataset ids, built first if missing), optional ``proportions``,
+  ``by`` (episodes | steps), ``total``, ``seed`` (see ``offbench.data.compose.mix``).
+
+The file is staged beside the cache and moved into place only after it has been validated
+and, when the card records one, its content sha256 matches: a rebuild never replaces a good
+file with a different one.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from offbench.behaviour import make_policy
+from offbench.data.catalogue import DatasetCard, cached_path, get_card
+from offbench.data.collect import collect
+from offbench.data.dataset import Dataset, read_dataset
+from offbench.data.writer import DatasetWriter
+from offbench.errors import OffbenchError
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, disable=not enabled, leave=False)
+
+
+def _env_spec_json(env: gym.Env) -> dict | None:
+    import json
+
+    spec = env.spec
+    try:
+        return json.loads(spec.to_json()) if spec is not None else None
+    except (ValueError, TypeError):  # env kwargs that are not JSON-serialisable
+        return {"id": spec.id, "max_episode_steps": spec.max_episode_steps}
+
+
+def _reference(card: DatasetCard) -> dict | None:
+    ref = card.reference_scores
+    return dict(ref) if ref and "random" in ref and "expert" in ref else None
+
+
+def _build_rollout(card: DatasetCard, path: Path, progress: bool) -> None:
+    r = card.recipe
+    for key in ("env_id", "policy", "steps", "seed"):
+        if key not in r:
+            raise OffbenchError(f"{card.path}: recipe lacks {key!r} (a rollout recipe needs env_id, policy, steps, seed)")
+    kwargs = {"max_episode_steps": r["max_episode_steps"]} if "max_episode_steps" in r else {}
+    env = gym.make(r["env_id"], **kwargs)
+    policy = make_policy(r["policy"], env)
+    behaviour = [{"name": policy.name, "checkpoint_sha256": None, "return": None}]
+    with DatasetWriter(path, dataset_id=card.id, env_id=r["env_id"], observation_space=env.observation_space,
+                       action_space=env.action_space, env_spec=_env_spec_json(env), recipe=r,
+                       behaviour_policies=behaviour, reference_scores=_reference(card),
+                       description=card.description) as writer, \
+            _progress(int(r["steps"]), card.id, progress) as bar:
+        collect(env, policy, writer, num_steps=int(r["steps"]), seed=int(r["seed"]), on_step=bar.update)
+    env.close()
+
+
+def _build_mix(card: DatasetCard, path: Path, progress: bool) -> None:
+    from offbench.data.compose import mix
+
+    r = card.recipe
+    sources = [read_dataset(ensure_built(s, progress=progress)) for s in r["sources"]]
+    mixed = mix(sources, r.get("proportions"), by=r.get("by", "episodes"), total=r.get("total"),
+                seed=int(r.get("seed", 0)), dataset_id=card.id)
+    mixed.metadata.recipe = dict(r)
+    mixed.metadata.description = card.description
+    mixed.metadata.reference_scores = _reference(card) or mixed.metadata.reference_scores
+    mixed.save(path)
+
+
+BUILDERS = {"rollout": _build_rollout, "mix": _build_mix}
+
+
+def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True,
+                  allow_mismatch: bool = False, out: Path | None = None) -> Path:
+    """Build ``dataset_id`` from its card's recipe into the cache (or ``out``); return the path.
+
+    An existing cached file is kept unless ``force``. If the card records a
+    ``content_sha256`` the new file must match it (unless ``allow_mismatch``).
+    """
+    card = get_card(dataset_id)
+    target = Path(out) if out else cached_path(card.id)
+    if target.exists() and not force:
+        return target
+    kind = card.recipe.get("kind")
+    if kind not in BUILDERS:
+        raise OffbenchError(f"{card.path}: unknown recipe kind {kind!r} (known: {sorted(BUILDERS)})")
+    staging = target.with_name(f".{target.name}.staging-{os.getpid()}")
+    try:
+        BUILDERS[kind](card, staging, progress)
+        built = read_dataset(staging, validate=True)
+        digest = built.content_sha256()
+        if card.content_sha256 and digest != card.content_sha256 and not allow_mismatch:
+            raise OffbenchError(
+                f"rebuilt {card.id} has content sha256 {digest[:16]}…, but its card ({card.path}) records "
+                f"{card.content_sha256[:16]}…: the recipe is not reproducing the published data on this "
+                "machine (library versions?). Nothing was written; pass --allow-mismatch to keep it anyway.")
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+    return target
+
+
+def ensure_built(dataset_id: str, *, progress: bool = True) -> Path:
+    path = cached_path(dataset_id)
+    return path if path.exists() else build_dataset(dataset_id, progress=progress)
+
+
+def card_statistics(dataset: Dataset, path: Path) -> dict:
+    """The statistics a card records about its file (size, returns, hashes)."""
+    from offbench.data.mirrors import file_sha256
+
+    returns = dataset.episode_returns()
+    return {
+        "size": {"steps": dataset.num_steps, "episodes": dataset.num_episodes, "bytes": path.stat().st_size},
+        "returns": {"mean": float(np.mean(returns)), "std": float(np.std(returns)),
+                    "min": float(np.min(returns)), "max": float(np.max(returns))},
+        "files": {"sha256": file_sha256(path), "content_sha256": dataset.content_sha256(),
+                  "library_versions": dataset.metadata.library_versions},
+    }
+
+
+def update_card(dataset_id: str) -> DatasetCard:
+    """Record the cached file's statistics and hashes in the card (maintainers, after a build)."""
+    card = get_card(dataset_id)
+    path = cached_path(card.id)
+    dataset = read_dataset(path, validate=True)
+    stats = card_statistics(dataset, path)
+    card.size, card.returns, card.files = stats["size"], stats["returns"], stats["files"]
+    card.save()
+    return card
