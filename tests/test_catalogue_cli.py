@@ -1,0 +1,166 @@
+"""The catalogue and the `offbench datasets` commands, end to end on real rollouts."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from offbench import load_dataset
+from offbench.cli import main
+from offbench.data.catalogue import cached_path, get_card, list_cards, read_card
+from offbench.errors import DatasetNotFoundError, OffbenchError
+
+
+CARD = """\
+id = "{id}"
+env_id = "Pendulum-v1"
+description = "test card"
+format_version = 1
+
+[recipe]
+{recipe}
+
+[reference_scores]
+random = -1200.0
+expert = -150.0
+
+[[changelog]]
+version = "v0"
+date = "2026-11-24"
+notes = "test"
+"""
+
+
+@pytest.fixture
+def catalogue(tmp_path, monkeypatch):
+    root = tmp_path / "catalogue"
+    monkeypatch.setenv("OFFBENCH_CATALOGUE", str(root))
+
+    def add(dataset_id, recipe):
+        path = root / (dataset_id + ".toml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(CARD.format(id=dataset_id, recipe=textwrap.dedent(recipe)))
+        return path
+
+    add("test/pendulum/random-v0", 'kind = "rollout"\nenv_id = "Pendulum-v1"\npolicy = "uniform_random"\n'
+                                   'steps = 650\nseed = 3\nmax_episode_steps = 200')
+    add("test/pendulum/expert-v0", 'kind = "rollout"\nenv_id = "Pendulum-v1"\npolicy = "pendulum_swingup"\n'
+                                   'steps = 400\nseed = 4')
+    add("test/pendulum/random-b-v0", 'kind = "rollout"\nenv_id = "Pendulum-v1"\npolicy = "uniform_random"\n'
+                                     'steps = 400\nseed = 5')
+    add("test/pendulum/mixed-v0", 'kind = "mix"\nsources = ["test/pendulum/random-v0", "test/pendulum/random-b-v0"]')
+    add("test/pendulum/badmix-v0", 'kind = "mix"\nsources = ["test/pendulum/random-v0", "test/pendulum/expert-v0"]')
+    return add
+
+
+def test_build_rollout_semantics(catalogue, capsys):
+    assert main(["datasets", "build", "test/pendulum/random-v0", "--quiet"]) == 0
+    ds = load_dataset("test/pendulum/random-v0", validate=True)
+    assert ds.num_steps == 650 and ds.episode_lengths.tolist() == [200, 200, 200, 50]
+    ends = ds.episode_starts + ds.episode_lengths - 1
+    assert ds.truncations[ends].all() and not ds.terminations.any()  # time limits and the budget cut
+    # Exact behaviour log-probs of the uniform policy on [-2, 2]: log(1/4).
+    np.testing.assert_allclose(ds.extra("behaviour_log_prob"), np.log(0.25))
+    # Stored simulator state reproduces the observation: obs = [cos th, sin th, th_dot].
+    th, thdot = ds.arrays["sim_state/state"].T
+    np.testing.assert_allclose(ds.observations, np.stack([np.cos(th), np.sin(th), thdot], 1), atol=1e-6)
+    np.testing.assert_allclose(ds.next_state("sim_state/state")[ends[0]], ds.arrays["episodes/final/sim_state/state"][0])
+    # Rewards are Pendulum's cost of the stored state and action.
+    wrapped = (th + np.pi) % (2 * np.pi) - np.pi
+    cost = wrapped**2 + 0.1 * thdot**2 + 0.001 * ds.actions[:, 0].astype(np.float64) ** 2
+    np.testing.assert_allclose(ds.rewards, -cost, rtol=1e-5, atol=1e-5)
+    assert ds.metadata.reference_scores == {"random": -1200.0, "expert": -150.0}
+    assert ds.metadata.env_spec["id"] == "Pendulum-v1"
+
+
+def test_build_is_deterministic_and_checked_against_the_card(catalogue, capsys):
+    assert main(["datasets", "build", "test/pendulum/random-v0", "--quiet", "--update-card"]) == 0
+    card = get_card("test/pendulum/random-v0")
+    assert card.size == {"steps": 650, "episodes": 4, "bytes": cached_path(card.id).stat().st_size}
+    first = cached_path(card.id).read_bytes()
+    assert main(["datasets", "build", "test/pendulum/random-v0", "--quiet", "--force"]) == 0
+    assert cached_path(card.id).read_bytes() == first  # byte-identical rebuild
+    # A card whose recorded content differs: the rebuild is refused and the cached file kept.
+    card.files["content_sha256"] = "0" * 64
+    card.save()
+    assert main(["datasets", "build", "test/pendulum/random-v0", "--quiet", "--force"]) == 2
+    assert "not reproducing the published data" in capsys.readouterr().err
+    assert cached_path(card.id).read_bytes() == first
+    assert not list(cached_path(card.id).parent.glob(".*staging*"))
+
+
+def test_mix_recipe_builds_sources_first(catalogue):
+    assert main(["datasets", "build", "test/pendulum/mixed-v0", "--quiet"]) == 0
+    ds = load_dataset("test/pendulum/mixed-v0", validate=True)
+    assert ds.num_steps == 1050
+    assert ds.episode_sources.tolist() == [0, 0, 0, 0, 1, 1]
+    assert [p["name"] for p in ds.metadata.behaviour_policies] == ["uniform_random", "uniform_random"]
+    assert cached_path("test/pendulum/random-v0").exists() and cached_path("test/pendulum/random-b-v0").exists()
+    assert ds.extra("policy_id").tolist() == [0] * 650 + [1] * 400
+    assert [s["mixed_from"] for s in ds.metadata.sources] == ["test/pendulum/random-v0", "test/pendulum/random-b-v0"]
+
+
+def test_mix_refuses_sources_with_different_arrays(catalogue, capsys):
+    # The scripted expert is deterministic, so it stores no behaviour log-probs; a mix with a
+    # stochastic source would silently lose them, so it is refused.
+    assert main(["datasets", "build", "test/pendulum/badmix-v0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot mix datasets with different arrays" in err and "behaviour_log_prob" in err
+    assert not cached_path("test/pendulum/badmix-v0").exists()
+
+
+def test_list_info_verify(catalogue, capsys):
+    main(["datasets", "build", "test/pendulum/random-v0", "--quiet"])
+    capsys.readouterr()
+    assert main(["datasets", "list", "--json"]) == 0
+    listed = {d["id"]: d["cached"] for d in json.loads(capsys.readouterr().out)}
+    assert listed["test/pendulum/random-v0"] is True and listed["test/pendulum/expert-v0"] is False
+    assert len(listed) == 5
+    assert main(["datasets", "list", "--cached"]) == 0
+    out = capsys.readouterr().out
+    assert "test/pendulum/random-v0" in out and "expert" not in out
+    assert main(["datasets", "info", "test/pendulum/random-v0", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["file"]["steps"] == 650 and info["file"]["arrays"]["actions"] == [[650, 1], "float32"]
+    assert main(["datasets", "verify", "test/pendulum/random-v0"]) == 0
+    assert "checksums OK" in capsys.readouterr().out
+    assert main(["datasets", "verify", str(cached_path("test/pendulum/random-v0"))]) == 0
+
+
+def test_not_cached_and_unknown(catalogue):
+    with pytest.raises(DatasetNotFoundError, match="not in the cache.*offbench datasets build"):
+        load_dataset("test/pendulum/expert-v0")
+    with pytest.raises(DatasetNotFoundError, match="did you mean test/pendulum/expert-v0"):
+        load_dataset("test/pendulum/exprt-v0")
+
+
+def test_card_errors(catalogue, tmp_path):
+    bad = catalogue("test/pendulum/broken-v0", "kind = 'rollout'")
+    bad.write_text("id = 'test/pendulum/broken-v0'\nenv_id = \n")
+    with pytest.raises(OffbenchError, match="broken-v0.toml: cannot read dataset card"):
+        read_card(bad)
+    bad.write_text("id = 'test/pendulum/broken-v0'\nenv_id = 'X'\ndescription = ''\n")
+    with pytest.raises(OffbenchError, match="lacks the required field 'recipe'"):
+        read_card(bad)
+
+
+def test_shipped_cards_are_valid(monkeypatch):
+    monkeypatch.delenv("OFFBENCH_CATALOGUE", raising=False)
+    cards = list_cards()
+    assert "lite/pendulum/random-v0" in {c.id for c in cards}
+    for card in cards:
+        assert card.reference_scores["random"] < card.reference_scores["expert"], card.id
+        assert card.changelog and card.changelog[-1]["version"] == card.id.rsplit("-", 1)[1]
+
+
+def test_shipped_pendulum_card_rebuilds_exactly(monkeypatch):
+    """The real card's recipe reproduces the recorded content hash on this machine (CI too)."""
+    monkeypatch.delenv("OFFBENCH_CATALOGUE", raising=False)
+    card = get_card("lite/pendulum/random-v0")
+    assert card.content_sha256, "the card records the content hash of its data"
+    assert main(["datasets", "build", card.id, "--quiet"]) == 0  # raises on a content mismatch
+    ds = load_dataset(card.id, validate=True)
+    assert ds.num_steps == card.size["steps"] == 100_000
+    assert abs(ds.episode_returns().mean() - card.returns["mean"]) < 1e-6
