@@ -121,9 +121,9 @@ def cmd_datasets_verify(args) -> int:
 
 
 def cmd_datasets_download(args) -> int:
-    from offbench.data.mirrors import download_dataset
+    from offbench.data.mirrors import download_dataset, mirror_list
 
-    path = download_dataset(args.id, args.mirror or None, progress=not args.quiet, timeout=args.timeout)
+    path = download_dataset(args.id, mirror_list(args.mirror), progress=not args.quiet, timeout=args.timeout)
     print(f"downloaded {args.id} -> {path}")
     return 0
 

@@ -155,10 +155,11 @@ def resolve_dataset_path(id_or_path: str | os.PathLike, *, download: bool = Fals
     text = str(id_or_path)
     if isinstance(id_or_path, Path) or looks_like_path(text):
         return Path(text)
+    check_dataset_id(text)
+    if cached_path(text).is_file():  # catalogue datasets, and local ones without a card (imports)
+        return cached_path(text)
     card = get_card(text)
     path = cached_path(card.id)
-    if path.is_file():
-        return path
     if download:
         from offbench.data.mirrors import download_dataset
 

@@ -65,8 +65,9 @@ JSON_ATTRS = (
 )
 TEXT_ATTRS = ("dataset_id", "env_id", "description")
 
-# Target bytes per HDF5 chunk: large enough that a full read is one sequential pass.
-CHUNK_BYTES = 4 * 1024 * 1024
+# Largest HDF5 chunk: big enough that a full read is a few sequential passes (chunks are
+# also capped at the rows of the first block written, so small files stay small).
+CHUNK_BYTES = 1024 * 1024
 
 
 def final_path(state_path: str) -> str:

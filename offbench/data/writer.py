@@ -125,12 +125,7 @@ class DatasetWriter:
                 raise DatasetFormatError(self.path, "object arrays cannot be stored", field=path,
                                          hint="pass numeric or boolean numpy arrays")
             schema[path] = (arr.shape[1:], self._expected_dtype(path, arr))
-        for path, (shape, dtype) in schema.items():
-            chunk_rows = max(1, min(1 << 20, fmt.CHUNK_BYTES // max(1, dtype.itemsize * int(np.prod(shape)))))
-            self._file.create_dataset(
-                path, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                chunks=(chunk_rows, *shape), compression=self._compression, track_times=False,
-            )
+        for path in schema:
             self._hashes[path] = hashlib.sha256()
             (self._buffer_episodes if path.startswith("episodes/") else self._buffer_steps)[path] = []
         self._schema = schema
@@ -260,8 +255,18 @@ class DatasetWriter:
         if self._buffered >= self._flush_steps:
             self._flush()
 
+    def _create(self, path: str, first_rows: int) -> h5py.Dataset:
+        # HDF5 allocates whole chunks, so a chunk never exceeds the first block written: small
+        # datasets stay small, and large ones get ~CHUNK_BYTES chunks for one-pass reads.
+        shape, dtype = self._schema[path]
+        row_bytes = max(1, dtype.itemsize * int(np.prod(shape)))
+        chunk_rows = max(1, min(fmt.CHUNK_BYTES // row_bytes, first_rows))
+        return self._file.create_dataset(
+            path, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+            chunks=(chunk_rows, *shape), compression=self._compression, track_times=False)
+
     def _append(self, path: str, arr: np.ndarray) -> None:
-        ds = self._file[path]
+        ds = self._file[path] if path in self._file else self._create(path, len(arr))
         n = ds.shape[0]
         ds.resize(n + len(arr), axis=0)
         ds[n:] = arr
