@@ -152,6 +152,42 @@ def cmd_datasets_import_minari(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- online
+def _parse_overrides(pairs: list[str] | None) -> dict:
+    """``key=value`` pairs; values are parsed as JSON when they can be (numbers, lists, booleans)."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise OffbenchError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_online_train(args) -> int:
+    from dataclasses import fields
+
+    from offbench.online import OnlineConfig, OnlineRun
+
+    overrides = _parse_overrides(args.set)
+    loop_keys = {f.name for f in fields(OnlineConfig)}
+    loop = {k: v for k, v in overrides.items() if k in loop_keys}
+    agent = {k: v for k, v in overrides.items() if k not in loop_keys}
+    config = OnlineConfig(env_id=args.env, algo=args.algo, steps=args.steps, seed=args.seed,
+                          threads=args.threads, agent=agent, **loop)
+    out = Path(args.out)
+    resuming = (out / "state.json").exists()
+    print(f"{'resuming' if resuming else 'starting'} {args.algo} on {args.env} in {out}", file=sys.stderr)
+    run = OnlineRun(config, out)
+    run.train(progress=not args.quiet)
+    last = run.curve[-1] if run.curve else {}
+    print(json.dumps({"out": str(out), "step": run.step, **{k: v for k, v in last.items() if k.startswith("return")}}))
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offbench", description="Offline RL datasets, baselines and evaluation.")
@@ -212,6 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: the cache)")
     p.add_argument("--minari-root", help="Minari's datasets directory (default: $MINARI_DATASETS_PATH)")
     p.set_defaults(func=cmd_datasets_import_minari)
+
+    online = commands.add_parser("online", help="train the online agents that generate data (SAC, DQN)")
+    sub = online.add_subparsers(dest="online_command", required=True)
+    p = sub.add_parser("train", help="train an online agent; re-running with the same --out resumes it")
+    p.add_argument("algo", help="sac or dqn")
+    p.add_argument("--env", required=True, help="Gymnasium id, e.g. Hopper-v5")
+    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest per core for 256-wide nets)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a loop setting (eval_every, warmup_steps, ...) or an algorithm setting")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_online_train)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Online algorithms that generate offbench's data: SAC (continuous) and DQN (discrete)."""

@@ -1,0 +1,4 @@
+"""Online algorithms by name, for ``offbench online train ALGO``."""
+from baselines.online.sac import SAC
+
+ALGORITHMS = {"sac": SAC}
