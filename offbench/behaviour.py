@@ -78,4 +78,14 @@ def make_policy(spec: str | dict, env: gym.Env) -> BehaviourPolicy:
         return UniformRandomPolicy(env.action_space)
     if kind == "pendulum_swingup":
         return PendulumSwingUpController()
-    raise OffbenchError(f"unknown behaviour policy {kind!r} (known: uniform_random, pendulum_swingup)")
+    if kind in ("stitchgrid_routes", "stitchgrid_optimal"):
+        from offbench.envs.gridworld import EpsilonGreedyPolicy, StitchGridRoutePolicy
+
+        # Table specs pass their parameters, e.g. { kind = "stitchgrid_routes", epsilon = 0.1 }.
+        params = {} if isinstance(spec, str) else {k: v for k, v in spec.items() if k != "kind"}
+        cls = StitchGridRoutePolicy if kind == "stitchgrid_routes" else EpsilonGreedyPolicy
+        if set(params) - {"epsilon"}:
+            raise OffbenchError(f"behaviour policy {kind!r} takes only 'epsilon'; got {sorted(params)}")
+        return cls(env, **params)
+    raise OffbenchError(f"unknown behaviour policy {kind!r} (known: uniform_random, pendulum_swingup, "
+                        "stitchgrid_routes, stitchgrid_optimal)")

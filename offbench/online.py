@@ -107,8 +107,11 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         idx = rng.integers(0, self.size, batch_size)
-        batch = {k: torch.from_numpy(self.arrays[k][idx]) for k in
-                 ("observations", "next_observations", "actions", "rewards")}
+        batch = {}
+        for key in ("observations", "next_observations", "actions", "rewards"):
+            rows = self.arrays[key][idx]
+            # Networks run in float32; MuJoCo v5 observations are float64 in the buffer.
+            batch[key] = torch.from_numpy(rows.astype(np.float32) if rows.dtype == np.float64 else rows)
         batch["terminations"] = torch.from_numpy(self.arrays["terminations"][idx].astype(np.float32))
         return batch
 
