@@ -1,0 +1,26 @@
+"""offbench's own environments, registered with Gymnasium on import.
+
+- ``offbench/StitchGrid-v0``: the 3x3 stitching gridworld, integer observations (``Discrete(9)``).
+- ``offbench/StitchGridOneHot-v0``: the same task with one-hot ``Box`` observations.
+
+Both truncate after 10 steps themselves (``horizon`` keyword; see ``offbench.envs.gridworld``).
+"""
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from offbench.envs.gridworld import HORIZON, StitchGridEnv
+
+# The horizon is spelled out so a dataset's recorded env_spec names the time limit it used.
+_ENVS = {
+    "offbench/StitchGrid-v0": {"one_hot": False, "horizon": HORIZON},
+    "offbench/StitchGridOneHot-v0": {"one_hot": True, "horizon": HORIZON},
+}
+
+for _id, _kwargs in _ENVS.items():
+    if _id not in registry:  # importing twice (reloads, tests) must not re-register
+        # No max_episode_steps here: the env applies its own time limit (the `horizon` kwarg),
+        # so the exact solvers and the data share one definition of the horizon.
+        register(id=_id, entry_point="offbench.envs.gridworld:StitchGridEnv", kwargs=dict(_kwargs))
+
+__all__ = ["StitchGridEnv"]
