@@ -73,8 +73,11 @@ def test_percent_bc_properties(episodes, fraction):
             assert kept.num_episodes == max(1, int(np.ceil(fraction * len(lengths) - 1e-9)))
         else:  # minimal prefix of the ranking holding >= fraction of the steps
             assert kept.num_steps >= fraction * ds.num_steps - 1e-6
-            smallest_kept = min(kept.episode_lengths[kept.episode_returns() == kept.episode_returns().min()])
-            assert kept.num_steps - smallest_kept < fraction * ds.num_steps + 1e-6 or kept.num_episodes == 1
+            # Minimal: without the last-ranked kept episode (lowest return, ties: highest index)
+            # the kept steps would fall below the fraction.
+            kept_returns = all_returns[ids]
+            last = max(range(len(ids)), key=lambda k: (-kept_returns[k], ids[k]))
+            assert kept.num_steps - kept.episode_lengths[last] < fraction * ds.num_steps - 1e-9
 
 
 def test_mix_concatenates_with_provenance():
