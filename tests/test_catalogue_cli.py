@@ -51,6 +51,9 @@ def catalogue(tmp_path, monkeypatch):
     add("test/pendulum/random-b-v0", 'kind = "rollout"\nenv_id = "Pendulum-v1"\npolicy = "uniform_random"\n'
                                      'steps = 400\nseed = 5')
     add("test/pendulum/mixed-v0", 'kind = "mix"\nsources = ["test/pendulum/random-v0", "test/pendulum/random-b-v0"]')
+    add("test/pendulum/policymix-v0", 'kind = "mix"\nenv_id = "Pendulum-v1"\nsources = ["test/pendulum/random-v0", '
+                                      '{ policy = "uniform_random", steps = 400, seed = 9 }]\n'
+                                      'proportions = [0.5, 0.5]\nby = "steps"\ntotal = 600\nseed = 2')
     add("test/pendulum/badmix-v0", 'kind = "mix"\nsources = ["test/pendulum/random-v0", "test/pendulum/expert-v0"]')
     return add
 
@@ -102,6 +105,16 @@ def test_mix_recipe_builds_sources_first(catalogue):
     assert [s["mixed_from"] for s in ds.metadata.sources] == ["test/pendulum/random-v0", "test/pendulum/random-b-v0"]
 
 
+def test_mix_recipe_with_a_policy_source(catalogue):
+    assert main(["datasets", "build", "test/pendulum/policymix-v0", "--quiet"]) == 0
+    ds = load_dataset("test/pendulum/policymix-v0", validate=True)
+    steps_per_source = np.bincount(ds.episode_sources, weights=ds.episode_lengths, minlength=2)
+    assert steps_per_source[0] >= 300 and steps_per_source[1] >= 300  # whole episodes, >= 50% of 600 each
+    assert ds.metadata.sources[1]["policy"] == "uniform_random"
+    assert ds.metadata.sources[1]["recipe"]["seed"] == 9
+    assert not list(cached_path("test/pendulum/policymix-v0").parent.glob("*source*"))
+
+
 def test_mix_refuses_sources_with_different_arrays(catalogue, capsys):
     # The scripted expert is deterministic, so it stores no behaviour log-probs; a mix with a
     # stochastic source would silently lose them, so it is refused.
@@ -117,7 +130,7 @@ def test_list_info_verify(catalogue, capsys):
     assert main(["datasets", "list", "--json"]) == 0
     listed = {d["id"]: d["cached"] for d in json.loads(capsys.readouterr().out)}
     assert listed["test/pendulum/random-v0"] is True and listed["test/pendulum/expert-v0"] is False
-    assert len(listed) == 5
+    assert len(listed) == 6
     assert main(["datasets", "list", "--cached"]) == 0
     out = capsys.readouterr().out
     assert "test/pendulum/random-v0" in out and "expert" not in out

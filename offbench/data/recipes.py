@@ -4,8 +4,10 @@ Recipe kinds (the ``[recipe]`` table of a card):
 
 - ``rollout``: ``env_id``, ``policy`` (a behaviour policy, see ``offbench.behaviour``),
   ``steps``, ``seed``, optional ``max_episode_steps``. Exactly ``steps`` steps are collected.
-- ``mix``: ``sources`` (dataset ids, built first if missing), optional ``proportions``,
-  ``by`` (episodes | steps), ``total``, ``seed`` (see ``offbench.data.compose.mix``).
+- ``mix``: ``sources`` (dataset ids, built first if missing, or policy tables such as
+  ``{policy = "uniform_random", steps = 5000, seed = 1}`` rolled out in the card's env),
+  optional ``proportions``, ``by`` (episodes | steps), ``total``, ``seed`` (see
+  ``offbench.data.compose.mix``).
 
 The file is staged beside the cache and moved into place only after it has been validated
 and, when the card records one, its content sha256 matches: a rebuild never replaces a good
@@ -48,29 +50,54 @@ def _reference(card: DatasetCard) -> dict | None:
     return dict(ref) if ref and "random" in ref and "expert" in ref else None
 
 
-def _build_rollout(card: DatasetCard, path: Path, progress: bool) -> None:
-    r = card.recipe
+def _rollout_into(path: Path, *, dataset_id: str, description: str, recipe: dict, reference: dict | None,
+                  progress: bool) -> None:
+    """Collect ``recipe['steps']`` steps of ``recipe['policy']`` in ``recipe['env_id']`` into ``path``."""
     for key in ("env_id", "policy", "steps", "seed"):
-        if key not in r:
-            raise OffbenchError(f"{card.path}: recipe lacks {key!r} (a rollout recipe needs env_id, policy, steps, seed)")
-    kwargs = {"max_episode_steps": r["max_episode_steps"]} if "max_episode_steps" in r else {}
-    env = gym.make(r["env_id"], **kwargs)
-    policy = make_policy(r["policy"], env)
+        if key not in recipe:
+            raise OffbenchError(f"{dataset_id}: rollout recipe lacks {key!r} (it needs env_id, policy, steps, seed)")
+    kwargs = {"max_episode_steps": recipe["max_episode_steps"]} if "max_episode_steps" in recipe else {}
+    env = gym.make(recipe["env_id"], **kwargs)
+    policy = make_policy(recipe["policy"], env)
     behaviour = [{"name": policy.name, "checkpoint_sha256": None, "return": None}]
-    with DatasetWriter(path, dataset_id=card.id, env_id=r["env_id"], observation_space=env.observation_space,
-                       action_space=env.action_space, env_spec=_env_spec_json(env), recipe=r,
-                       behaviour_policies=behaviour, reference_scores=_reference(card),
-                       description=card.description) as writer, \
-            _progress(int(r["steps"]), card.id, progress) as bar:
-        collect(env, policy, writer, num_steps=int(r["steps"]), seed=int(r["seed"]), on_step=bar.update)
+    with DatasetWriter(path, dataset_id=dataset_id, env_id=recipe["env_id"], observation_space=env.observation_space,
+                       action_space=env.action_space, env_spec=_env_spec_json(env), recipe=recipe,
+                       behaviour_policies=behaviour, reference_scores=reference,
+                       description=description) as writer, \
+            _progress(int(recipe["steps"]), dataset_id, progress) as bar:
+        collect(env, policy, writer, num_steps=int(recipe["steps"]), seed=int(recipe["seed"]), on_step=bar.update)
     env.close()
+
+
+def _build_rollout(card: DatasetCard, path: Path, progress: bool) -> None:
+    _rollout_into(path, dataset_id=card.id, description=card.description, recipe=card.recipe,
+                  reference=_reference(card), progress=progress)
+
+
+def _mix_source(card: DatasetCard, source, index: int, staging: Path, progress: bool) -> Dataset:
+    """A mix source: a dataset id (built first if missing) or a policy table rolled out here,
+    e.g. ``{policy = "uniform_random", steps = 5000, seed = 1}`` (env from the card)."""
+    if isinstance(source, str):
+        return read_dataset(ensure_built(source, progress=progress))
+    if isinstance(source, dict) and "policy" in source:
+        recipe = {"kind": "rollout", "env_id": card.recipe.get("env_id", card.env_id), **source}
+        part = staging.with_name(f"{staging.name}.source{index}")
+        try:
+            _rollout_into(part, dataset_id=f"{card.id}#source{index}", description="", recipe=recipe,
+                          reference=_reference(card), progress=progress)
+            dataset = read_dataset(part)
+        finally:
+            part.unlink(missing_ok=True)
+        dataset.metadata.sources = [{"policy": source["policy"], "recipe": recipe}]
+        return dataset
+    raise OffbenchError(f"{card.path}: a mix source must be a dataset id or a table with 'policy', got {source!r}")
 
 
 def _build_mix(card: DatasetCard, path: Path, progress: bool) -> None:
     from offbench.data.compose import mix
 
     r = card.recipe
-    sources = [read_dataset(ensure_built(s, progress=progress)) for s in r["sources"]]
+    sources = [_mix_source(card, s, i, path, progress) for i, s in enumerate(r["sources"])]
     mixed = mix(sources, r.get("proportions"), by=r.get("by", "episodes"), total=r.get("total"),
                 seed=int(r.get("seed", 0)), dataset_id=card.id)
     mixed.metadata.recipe = dict(r)
