@@ -7,6 +7,7 @@ scripted controllers, which only serve to measure reference scores.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -71,9 +72,80 @@ class PendulumSwingUpController:
         return np.array([np.clip(torque, -2.0, 2.0)], dtype=np.float32), 0.0
 
 
-def make_policy(spec: str | dict, env: gym.Env) -> BehaviourPolicy:
-    """A behaviour policy from a recipe's ``policy`` entry (a name or a table with ``kind``)."""
+class CheckpointPolicy:
+    """A trained policy network loaded from ``NAME.safetensors`` with its sidecar ``NAME.json``.
+
+    The sidecar is data (never code): ``{"module": "TanhGaussianPolicy", "obs_dim", "act_dim",
+    "hidden", "env_id", "step", "returns": {...}}``; the module class comes from a fixed
+    allow-list. The file's sha256 is checked against the recipe's before loading. Actions are
+    sampled from the stochastic policy (D4RL's recipe) with a torch generator seeded by the
+    recipe, and ``act_batch`` serves many environments with one forward pass.
+    """
+
+    deterministic = False
+
+    def __init__(self, path: str | Path, *, sha256: str | None = None, seed: int = 0, deterministic: bool = False):
+        import json
+
+        import torch
+
+        from offbench.checkpoint import load_module
+        from offbench.data.mirrors import file_sha256
+
+        path = Path(path)
+        if not path.is_file():
+            raise OffbenchError(f"behaviour checkpoint {path} not found (is the repository's datasets/policies/ "
+                                "directory present?)")
+        digest = file_sha256(path)
+        if sha256 and digest != sha256:
+            raise OffbenchError(f"behaviour checkpoint {path} has sha256 {digest[:16]}…, the recipe expects "
+                                f"{sha256[:16]}…: the file was changed; restore it from git")
+        self.info = json.loads(path.with_suffix(".json").read_text())
+        network_class = policy_module_class(self.info.get("module"))
+        self.network = load_module(path, network_class(self.info["obs_dim"], self.info["act_dim"],
+                                                        tuple(self.info["hidden"]))).eval()
+        self.name = self.info.get("name", path.stem)
+        self.sha256 = digest
+        self.deterministic = deterministic
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def act_batch(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
+            action, log_prob = self.network(obs, self.deterministic, self.generator)
+        return action.numpy(), log_prob.double().numpy()
+
+    def act(self, observation, rng=None):
+        actions, log_probs = self.act_batch(np.asarray(observation)[None])
+        return actions[0], float(log_probs[0])
+
+
+def policy_module_class(name: str):
+    """The allow-list of network classes a behaviour checkpoint may name (never an import path)."""
+    from offbench.nn import TanhGaussianPolicy
+
+    allowed = {"TanhGaussianPolicy": TanhGaussianPolicy}
+    if name not in allowed:
+        raise OffbenchError(f"unknown policy module {name!r}; known: {sorted(allowed)}")
+    return allowed[name]
+
+
+def make_policy(spec: str | dict, env: gym.Env, *, seed: int = 0, root: Path | None = None) -> BehaviourPolicy:
+    """A behaviour policy from a recipe's ``policy`` entry (a name or a table with ``kind``).
+
+    ``{kind = "checkpoint", path = "policies/hopper/medium.safetensors", sha256 = "..."}``
+    loads a trained policy; ``path`` is relative to ``root`` (default: the catalogue directory).
+    """
     kind = spec if isinstance(spec, str) else spec.get("kind")
+    if kind == "checkpoint":
+        from offbench.data.catalogue import catalogue_dir
+
+        if "path" not in spec:
+            raise OffbenchError(f"checkpoint policy spec needs a 'path': {spec!r}")
+        return CheckpointPolicy(Path(root or catalogue_dir()) / spec["path"], sha256=spec.get("sha256"), seed=seed,
+                                deterministic=bool(spec.get("deterministic", False)))
     if kind == "uniform_random":
         return UniformRandomPolicy(env.action_space)
     if kind == "pendulum_swingup":
@@ -88,4 +160,4 @@ def make_policy(spec: str | dict, env: gym.Env) -> BehaviourPolicy:
             raise OffbenchError(f"behaviour policy {kind!r} takes only 'epsilon'; got {sorted(params)}")
         return cls(env, **params)
     raise OffbenchError(f"unknown behaviour policy {kind!r} (known: uniform_random, pendulum_swingup, "
-                        "stitchgrid_routes, stitchgrid_optimal)")
+                        "stitchgrid_routes, stitchgrid_optimal, checkpoint)")

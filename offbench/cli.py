@@ -188,6 +188,27 @@ def cmd_online_train(args) -> int:
     return 0
 
 
+def cmd_online_evaluate(args) -> int:
+    from offbench.online import measure_policy, snapshot_policy
+
+    run = Path(args.run)
+    steps = args.step or sorted(int(p.stem.split("-")[1]) for p in (run / "snapshots").glob("policy-*.safetensors"))
+    for step in steps:
+        module, config, _ = snapshot_policy(run, step)
+        result = measure_policy(module, config.env_id, args.episodes, args.seed, config.env_kwargs)
+        print(json.dumps({"step": step, **result}), flush=True)
+    return 0
+
+
+def cmd_online_export_policy(args) -> int:
+    from offbench.online import export_policy
+
+    info = export_policy(Path(args.run), args.step, Path(args.dest), name=args.name, episodes=args.episodes,
+                         seed=args.seed)
+    print(json.dumps({k: info[k] for k in ("name", "env_id", "step", "sha256", "returns")}, indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offbench", description="Offline RL datasets, baselines and evaluation.")
@@ -262,6 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_online_train)
+
+    p = sub.add_parser("evaluate", help="measure the returns of a run's policy snapshots")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--step", type=int, action="append", help="snapshot step (repeatable; default: all)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=123_456, help="evaluation seed (distinct from training seeds)")
+    p.set_defaults(func=cmd_online_evaluate)
+
+    p = sub.add_parser("export-policy", help="write a snapshot as a behaviour checkpoint with measured returns")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--step", type=int, required=True, help="snapshot step (0: the randomly initialised policy)")
+    p.add_argument("--name", required=True, help="e.g. medium, expert, random")
+    p.add_argument("--dest", required=True, help="output .safetensors path, e.g. datasets/policies/hopper/medium.safetensors")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed", type=int, default=123_456)
+    p.set_defaults(func=cmd_online_export_policy)
     return parser
 
 

@@ -127,16 +127,12 @@ class ReplayBuffer:
         self.saved = self.size
 
     def load_rows(self, directory: Path, upto: int) -> None:
-        """Reload rows [0, upto) from the files written by :meth:`save_new_rows`."""
-        files = sorted(directory.glob("rows-*.npz"))
-        for path in files:
-            start, end = (int(x) for x in path.stem.split("-")[1:])
-            if start >= upto:
-                path.unlink()  # written after the checkpoint we resume from: superseded
-                continue
-            with np.load(path, allow_pickle=False) as data:
-                for key in data.files:
-                    self.arrays[key.replace("__", "/")][start:min(end, upto)] = data[key][: min(end, upto) - start]
+        """Reload rows [0, upto) on resume; files written after that checkpoint are superseded."""
+        for path in sorted(directory.glob("rows-*.npz")):
+            if int(path.stem.split("-")[1]) >= upto:
+                path.unlink()
+        for key, rows in read_replay_rows(directory, upto).items():
+            self.arrays[key][:upto] = rows
         self.size = self.saved = upto
 
     def episodes_upto(self, upto: int) -> list[tuple[int, int]]:
@@ -146,6 +142,26 @@ class ReplayBuffer:
         if bounds[-1] != upto:
             bounds.append(upto)
         return list(zip(bounds[:-1], bounds[1:]))
+
+
+def read_replay_rows(directory: Path, upto: int) -> dict[str, np.ndarray]:
+    """Rows [0, upto) of a run's saved replay buffer (``buffer/rows-*.npz``), read-only."""
+    chunks: dict[str, list[np.ndarray]] = {}
+    covered = 0
+    for path in sorted(Path(directory).glob("rows-*.npz")):
+        start, end = (int(x) for x in path.stem.split("-")[1:])
+        if start >= upto:
+            break
+        if start != covered:
+            raise OffbenchError(f"{directory}: replay rows {covered}..{start} are missing")
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                chunks.setdefault(key.replace("__", "/"), []).append(data[key][: min(end, upto) - start])
+        covered = min(end, upto)
+    if covered < upto:
+        raise OffbenchError(f"{directory}: the saved replay buffer holds {covered} rows, {upto} requested "
+                            "(let the run reach a checkpoint past that step)")
+    return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
 # ---------------------------------------------------------------------- the loop
@@ -277,6 +293,8 @@ class OnlineRun:
         self.save_config()
         if self.step >= cfg.steps:
             return self.out
+        if not resumed:
+            self.snapshot(None)  # step 0: the randomly initialised policy
         obs, _ = self.env.reset(seed=cfg.seed)
         if resumed:  # continue the env's random stream exactly where the checkpoint left it
             self.env.unwrapped.np_random.bit_generator.state = self.env_rng_state
@@ -342,3 +360,64 @@ class OnlineRun:
         if self.curve:
             self.plot_curve()
         return self.out
+
+
+# ---------------------------------------------------------------------- behaviour checkpoints
+def load_run_config(run_dir: Path) -> OnlineConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise OffbenchError(f"{run_dir} is not an online run directory (no config.json)")
+    return OnlineConfig(**json.loads(path.read_text())["online"])
+
+
+def snapshot_policy(run_dir: Path, step: int) -> tuple[torch.nn.Module, OnlineConfig, dict]:
+    """The policy network of a run at ``step`` (step 0: the seeded initial network)."""
+    from offbench.checkpoint import load_module
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    env = gym.make(config.env_id, **config.env_kwargs)
+    seed_everything(config.seed)  # the same initialisation as the run's (OnlineRun.__init__)
+    agent, agent_config = make_agent(config.algo, env.observation_space, env.action_space, config.agent, config.seed)
+    path = run_dir / "snapshots" / f"policy-{step:09d}.safetensors"
+    if path.exists():
+        load_module(path, agent.policy_module())
+    elif step != 0:
+        have = sorted(int(p.stem.split("-")[1]) for p in (run_dir / "snapshots").glob("policy-*.safetensors"))
+        raise OffbenchError(f"{run_dir} has no snapshot at step {step}; snapshots: {have[:5]}…{have[-5:]}")
+    return agent.policy_module().eval(), config, asdict(agent_config)
+
+
+def measure_policy(module: torch.nn.Module, env_id: str, episodes: int, seed: int, env_kwargs=None) -> dict:
+    """Mean/std/stderr of undiscounted returns, stochastic and deterministic, ``episodes`` each."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {"episodes": episodes, "seed": seed}
+    for label, deterministic in (("stochastic", False), ("deterministic", True)):
+        def policy(obs):
+            with torch.no_grad():
+                return module(torch.as_tensor(obs, dtype=torch.float32), deterministic, generator)[0].numpy()
+
+        result = rollout(policy, env_id, episodes, seed=seed, env_kwargs=env_kwargs)
+        out[label] = {"mean": round(result.mean, 3), "std": round(float(result.returns.std()), 3),
+                      "stderr": round(result.stderr, 3)}
+    return out
+
+
+def export_policy(run_dir: Path, step: int, dest: Path, *, name: str, episodes: int = 50, seed: int = 123_456) -> dict:
+    """Write a behaviour checkpoint (safetensors + JSON sidecar with measured returns)."""
+    from offbench.data.mirrors import file_sha256
+
+    module, config, agent_config = snapshot_policy(run_dir, step)
+    dest = Path(dest)
+    save_module(dest, module)
+    obs_dim = int(np.prod(gym.make(config.env_id).observation_space.shape))
+    info = {
+        "name": name, "module": type(module).__name__, "algo": config.algo, "env_id": config.env_id,
+        "obs_dim": obs_dim, "act_dim": int(module.action_scale.numel()), "hidden": list(agent_config["hidden"]),
+        "step": step, "run": Path(run_dir).name, "training_seed": config.seed,
+        "returns": measure_policy(module, config.env_id, episodes, seed, config.env_kwargs),
+        "sha256": file_sha256(dest), "git_commit": git_commit(),
+    }
+    info["returns"]["mean"] = info["returns"]["stochastic"]["mean"]  # the behaviour samples actions
+    dest.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    return info

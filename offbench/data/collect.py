@@ -89,3 +89,60 @@ def measure_returns(env: gym.Env, policy: BehaviourPolicy, *, episodes: int, see
             done = terminated or truncated
         out.append(total)
     return np.asarray(out)
+
+
+def collect_vectorised(env_id: str, policy, writer: DatasetWriter, *, num_steps: int, seed: int, num_envs: int = 8,
+                       env_kwargs: dict | None = None, policy_id: int = 0,
+                       on_step: Callable[[int], None] | None = None) -> list[float]:
+    """Like :func:`collect`, stepping ``num_envs`` environments in lockstep with one batched
+    policy call per step (``policy.act_batch``). Environment i is seeded ``seed + i`` once and
+    continues its own random stream afterwards. Exactly ``num_steps`` steps are collected: in
+    the last round only the remaining budget is stepped, and every episode still running at the
+    budget is cut and marked truncated (final observation kept). Completed episodes are written
+    in the order they finish (environment index breaks ties), so the file is deterministic for a
+    given ``seed`` and ``num_envs``.
+    """
+    envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(num_envs)]
+    current = []
+    for i, env in enumerate(envs):
+        obs, _ = env.reset(seed=seed + i)
+        current.append({"obs": [obs], "sim": [simulator_state(env)], "act": [], "rew": [], "logp": [], "term": [],
+                        "trunc": []})
+    returns: list[float] = []
+
+    def write(ep):
+        sim = _stack(ep["sim"]) if ep["sim"][0] else None
+        writer.add_episode(observations=_stack(ep["obs"]), actions=np.stack(ep["act"]), rewards=np.asarray(ep["rew"]),
+                           terminations=np.asarray(ep["term"]), truncations=np.asarray(ep["trunc"]),
+                           behaviour_log_prob=np.asarray(ep["logp"]), policy_id=policy_id, sim_state=sim)
+        returns.append(float(np.sum(ep["rew"])))
+
+    steps = 0
+    while steps < num_steps:
+        active = min(num_envs, num_steps - steps)
+        actions, log_probs = policy.act_batch(np.stack([current[i]["obs"][-1] for i in range(active)]))
+        for i in range(active):
+            env, ep = envs[i], current[i]
+            obs, reward, terminated, truncated, _ = env.step(actions[i])
+            ep["obs"].append(obs)
+            ep["sim"].append(simulator_state(env))
+            ep["act"].append(actions[i])
+            ep["rew"].append(reward)
+            ep["logp"].append(log_probs[i])
+            ep["term"].append(terminated)
+            ep["trunc"].append(truncated and not terminated)
+            if terminated or truncated:
+                write(ep)
+                obs, _ = env.reset()
+                current[i] = {"obs": [obs], "sim": [simulator_state(env)], "act": [], "rew": [], "logp": [],
+                              "term": [], "trunc": []}
+        steps += active
+        if on_step:
+            on_step(active)
+    for ep in current:  # the budget cuts the episodes still running
+        if ep["act"]:
+            ep["trunc"][-1] = not ep["term"][-1]
+            write(ep)
+    for env in envs:
+        env.close()
+    return returns

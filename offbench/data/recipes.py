@@ -4,6 +4,8 @@ Recipe kinds (the ``[recipe]`` table of a card):
 
 - ``rollout``: ``env_id``, ``policy`` (a behaviour policy, see ``offbench.behaviour``),
   ``steps``, ``seed``, optional ``max_episode_steps``. Exactly ``steps`` steps are collected.
+- ``replay``: ``run``, ``upto``, ``env_id`` and the run's ``online`` configuration: the
+  replay buffer of an online training run up to a step (medium-replay).
 - ``mix``: ``sources`` (dataset ids, built first if missing, or policy tables such as
   ``{policy = "uniform_random", steps = 5000, seed = 1}`` rolled out in the card's env),
   optional ``proportions``, ``by`` (episodes | steps), ``total``, ``seed`` (see
@@ -23,7 +25,7 @@ import numpy as np
 
 from offbench.behaviour import make_policy
 from offbench.data.catalogue import DatasetCard, cached_path, get_card
-from offbench.data.collect import collect
+from offbench.data.collect import collect, collect_vectorised
 from offbench.data.dataset import Dataset, read_dataset
 from offbench.data.writer import DatasetWriter
 from offbench.errors import OffbenchError
@@ -58,15 +60,74 @@ def _rollout_into(path: Path, *, dataset_id: str, description: str, recipe: dict
             raise OffbenchError(f"{dataset_id}: rollout recipe lacks {key!r} (it needs env_id, policy, steps, seed)")
     kwargs = {"max_episode_steps": recipe["max_episode_steps"]} if "max_episode_steps" in recipe else {}
     env = gym.make(recipe["env_id"], **kwargs)
-    policy = make_policy(recipe["policy"], env)
-    behaviour = [{"name": policy.name, "checkpoint_sha256": None, "return": None}]
+    policy = make_policy(recipe["policy"], env, seed=int(recipe["seed"]))
+    behaviour = [{"name": policy.name, "checkpoint_sha256": getattr(policy, "sha256", None),
+                  "return": getattr(policy, "info", {}).get("returns", {}).get("mean")}]
     with DatasetWriter(path, dataset_id=dataset_id, env_id=recipe["env_id"], observation_space=env.observation_space,
                        action_space=env.action_space, env_spec=_env_spec_json(env), recipe=recipe,
                        behaviour_policies=behaviour, reference_scores=reference,
                        description=description) as writer, \
             _progress(int(recipe["steps"]), dataset_id, progress) as bar:
-        collect(env, policy, writer, num_steps=int(recipe["steps"]), seed=int(recipe["seed"]), on_step=bar.update)
+        if hasattr(policy, "act_batch"):  # networks: many envs, one batched forward pass per step
+            collect_vectorised(recipe["env_id"], policy, writer, num_steps=int(recipe["steps"]),
+                               seed=int(recipe["seed"]), num_envs=int(recipe.get("num_envs", 8)),
+                               env_kwargs=kwargs, on_step=bar.update)
+        else:
+            collect(env, policy, writer, num_steps=int(recipe["steps"]), seed=int(recipe["seed"]),
+                    on_step=bar.update)
     env.close()
+
+
+def _build_replay(card: DatasetCard, path: Path, progress: bool) -> None:
+    """The replay buffer of an online run up to step ``upto`` (D4RL's medium-replay).
+
+    Reads ``$OFFBENCH_HOME/runs/behaviour/<run>/buffer``; if that run is not on this machine,
+    retrains it from the recorded ``online`` configuration up to ``upto`` steps (the online loop
+    is deterministic for a seed, so the buffer is the same) — hours for locomotion tasks.
+    """
+    from offbench.data.catalogue import offbench_home
+    from offbench.online import OnlineConfig, OnlineRun, read_replay_rows
+
+    r = card.recipe
+    upto = int(r["upto"])
+    run_dir = offbench_home() / "runs" / "behaviour" / r["run"]
+    if not (run_dir / "state.json").exists():
+        if "online" not in r:
+            raise OffbenchError(f"{card.path}: run {r['run']!r} is not in {run_dir.parent} and the recipe has no "
+                                "'online' configuration to retrain it")
+        OnlineRun(OnlineConfig(**{**r["online"], "steps": upto}), run_dir).train(progress=progress)
+    rows = read_replay_rows(run_dir / "buffer", upto)
+    env = gym.make(r["env_id"])
+    with DatasetWriter(path, dataset_id=card.id, env_id=r["env_id"], observation_space=env.observation_space,
+                       action_space=env.action_space, env_spec=_env_spec_json(env), recipe=r,
+                       behaviour_policies=[{"name": f"{r['run']} replay buffer (steps 0-{upto})",
+                                            "checkpoint_sha256": None, "return": None}],
+                       reference_scores=_reference(card), description=card.description) as writer:
+        write_replay_rows(rows, writer)
+    env.close()
+
+
+def write_replay_rows(rows: dict[str, np.ndarray], writer: DatasetWriter) -> None:
+    """Split replay rows into episodes at their end flags and write them; a final episode cut
+    mid-way (the buffer stops at ``upto``) is marked truncated, its final observation kept."""
+    n = len(rows["rewards"])
+    done = rows["terminations"] | rows["truncations"]
+    truncations = rows["truncations"].copy()
+    if not done[-1]:
+        truncations[-1] = True
+    ends = np.flatnonzero(done | (np.arange(n) == n - 1)) + 1
+    sim_keys = [k.split("/", 1)[1] for k in rows if k.startswith("sim_state/")]
+    start = 0
+    for end in ends:
+        sl = slice(start, end)
+        last = end - 1
+        writer.add_episode(
+            observations=np.concatenate([rows["observations"][sl], rows["next_observations"][last:end]]),
+            actions=rows["actions"][sl], rewards=rows["rewards"][sl], terminations=rows["terminations"][sl],
+            truncations=truncations[sl], behaviour_log_prob=rows["behaviour_log_prob"][sl], policy_id=0,
+            sim_state={k: np.concatenate([rows[f"sim_state/{k}"][sl], rows[f"next_sim_state/{k}"][last:end]])
+                       for k in sim_keys} or None)
+        start = end
 
 
 def _build_rollout(card: DatasetCard, path: Path, progress: bool) -> None:
@@ -106,7 +167,7 @@ def _build_mix(card: DatasetCard, path: Path, progress: bool) -> None:
     mixed.save(path)
 
 
-BUILDERS = {"rollout": _build_rollout, "mix": _build_mix}
+BUILDERS = {"rollout": _build_rollout, "mix": _build_mix, "replay": _build_replay}
 
 
 def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True,
