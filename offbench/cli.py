@@ -80,10 +80,14 @@ def cmd_datasets_info(args) -> int:
 def cmd_datasets_build(args) -> int:
     from offbench.data.recipes import build_dataset, update_card
 
+    import time
+
+    started = time.perf_counter()
     path = build_dataset(args.id, force=args.force, progress=not args.quiet, allow_mismatch=args.allow_mismatch)
-    print(f"built {args.id} -> {path}")
+    seconds = time.perf_counter() - started
+    print(f"built {args.id} -> {path} ({seconds:.1f} s)")
     if args.update_card:
-        card = update_card(args.id)
+        card = update_card(args.id, build_seconds=seconds)
         print(f"updated card {card.path}")
     return 0
 

@@ -219,12 +219,19 @@ def card_statistics(dataset: Dataset, path: Path) -> dict:
     }
 
 
-def update_card(dataset_id: str) -> DatasetCard:
-    """Record the cached file's statistics and hashes in the card (maintainers, after a build)."""
+def update_card(dataset_id: str, *, build_seconds: float | None = None) -> DatasetCard:
+    """Record the cached file's statistics, hashes, generation time and code version in the card."""
+    from offbench.online import git_commit
+
     card = get_card(dataset_id)
     path = cached_path(card.id)
     dataset = read_dataset(path, validate=True)
     stats = card_statistics(dataset, path)
     card.size, card.returns, card.files = stats["size"], stats["returns"], stats["files"]
+    if build_seconds is not None:
+        card.files["build_seconds"] = round(build_seconds, 1)
+    commit = git_commit()
+    if commit:
+        card.files["git_commit"] = commit
     card.save()
     return card
