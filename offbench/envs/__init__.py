@@ -23,4 +23,6 @@ for _id, _kwargs in _ENVS.items():
         # so the exact solvers and the data share one definition of the horizon.
         register(id=_id, entry_point="offbench.envs.gridworld:StitchGridEnv", kwargs=dict(_kwargs))
 
-__all__ = ["StitchGridEnv"]
+from offbench.envs.tasks import TASKS, Task, get_task, task_for_dataset  # noqa: E402  (after registration)
+
+__all__ = ["StitchGridEnv", "TASKS", "Task", "get_task", "task_for_dataset"]
