@@ -213,11 +213,88 @@ def cmd_online_export_policy(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- offline training
+def cmd_train(args) -> int:
+    from dataclasses import fields
+
+    from offbench.data import load_dataset
+    from offbench.data.catalogue import offbench_home
+    from offbench.train import TrainConfig, train_run
+
+    overrides = _parse_overrides(args.set)
+    train_keys = {f.name for f in fields(TrainConfig)}
+    train = {k: v for k, v in overrides.items() if k in train_keys}
+    algo = {k: v for k, v in overrides.items() if k not in train_keys}
+    config = TrainConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}), **train)
+    dataset = load_dataset(args.dataset)
+    name = args.algo.replace(":", "_").replace(".", "_")
+    out = Path(args.out) if args.out else (offbench_home() / "runs" / "offline" / name /
+                                            dataset.metadata.dataset_id.replace("/", "_") / f"seed{args.seed}")
+    summary = train_run(args.algo, dataset, algo, config, out, progress=not args.quiet)
+    print(json.dumps({"out": str(out), "score_kind": summary["score_kind"], "score": summary["score"],
+                      "final_step": summary["final_step"]}))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from offbench.checkpoint import load_checkpoint
+    from offbench.data import load_dataset
+    from offbench.train import build_algorithm, evaluate
+
+    run = Path(args.run)
+    if not (run / "checkpoint.json").exists():
+        raise OffbenchError(f"{run} has no checkpoint (checkpoint.json); is it an `offbench train` run directory?")
+    config = json.loads((run / "config.json").read_text())
+    dataset = load_dataset(args.dataset or config["dataset"]["id"])
+    if dataset.content_sha256() != config["dataset"]["content_sha256"]:
+        raise OffbenchError(f"the dataset {dataset.metadata.dataset_id} differs from the one the run trained on")
+    algorithm = build_algorithm(config["algorithm"], dataset, config["algorithm_overrides"], config["train"]["seed"])
+    algorithm.prepare(dataset)
+    meta = load_checkpoint(run / "checkpoint", modules={"algorithm": algorithm})
+    row = evaluate(algorithm, dataset, args.episodes, args.seed)
+    print(json.dumps({"run": str(run), "step": meta["step"], "episodes": args.episodes, "seed": args.seed,
+                      **{k: row[k] for k in ("return_mean", "return_stderr", "normalized_score") if k in row}}))
+    return 0
+
+
+def cmd_algos(args) -> int:
+    from offbench.algorithm import BUILTIN, load_algorithm_class
+
+    for name in BUILTIN:
+        try:
+            summary = load_algorithm_class(name).summary
+        except OffbenchError:
+            summary = "(not available in this version)"
+        print(f"{name:<12} {summary}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offbench", description="Offline RL datasets, baselines and evaluation.")
     parser.add_argument("--version", action="version", version=f"offbench {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("train", help="train an offline algorithm on a dataset")
+    p.add_argument("algo", help="a name from `offbench algos` or an import path package.module:Class")
+    p.add_argument("dataset", metavar="DATASET", help="dataset id or path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="gradient steps (default: the training config's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a training setting (eval_every, batch_size, threads, ...) or an algorithm setting")
+    p.add_argument("--out", help="run directory (default: $OFFBENCH_HOME/runs/offline/ALGO/DATASET/seedS)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("eval", help="re-evaluate a training run's latest checkpoint online")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=777_000, help="evaluation seed")
+    p.add_argument("--dataset", help="dataset id or path, if not the one recorded in the run")
+    p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser("algos", help="list the algorithms")
+    p.set_defaults(func=cmd_algos)
 
     datasets = commands.add_parser("datasets", help="list, build, download, verify and convert datasets")
     sub = datasets.add_subparsers(dest="datasets_command", required=True)

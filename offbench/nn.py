@@ -244,3 +244,33 @@ class RunningNormalizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class ObservationEncoder(nn.Module):
+    """Observations -> float features: Box observations flattened and (optionally) normalised
+    with the dataset's mean/std, Discrete observations one-hot. The statistics are buffers, so
+    they are saved with every checkpoint and applied identically at evaluation."""
+
+    def __init__(self, space, normalize: bool = True, eps: float = 1e-3):
+        super().__init__()
+        import gymnasium as gym
+
+        self.discrete = isinstance(space, gym.spaces.Discrete)
+        self.dim = int(space.n) if self.discrete else int(np.prod(space.shape))
+        self.normalize = normalize and not self.discrete
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(self.dim))
+        self.register_buffer("std", torch.ones(self.dim))
+
+    def fit(self, observations: np.ndarray) -> "ObservationEncoder":
+        if self.normalize:
+            data = torch.as_tensor(np.asarray(observations).reshape(len(observations), -1), dtype=torch.float64)
+            self.mean.copy_(data.mean(0).float())
+            self.std.copy_((data.std(0) + self.eps).float())
+        return self
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.discrete:
+            return F.one_hot(obs.long().reshape(-1), self.dim).float()
+        obs = obs.reshape(obs.shape[0], -1).float()
+        return (obs - self.mean) / self.std if self.normalize else obs

@@ -7,7 +7,7 @@ one on this machine, REFERENCE §9, and a plain loop also avoids auto-reset sema
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -29,12 +29,29 @@ class RolloutResult:
         return float(self.returns.std(ddof=1) / np.sqrt(len(self.returns))) if len(self.returns) > 1 else 0.0
 
 
-def rollout(policy: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int, *, seed: int,
+class EpisodicPolicy(Protocol):
+    """A policy that keeps per-episode context (e.g. Decision Transformer's history).
+
+    ``rollout`` calls ``reset(slot)`` when an episode starts in environment slot ``slot``,
+    ``act(observations, slots)`` for the running slots, and ``observe(slots, rewards)`` after
+    each step. Plain callables ``observations -> actions`` are accepted too.
+    """
+
+    def reset(self, slot: int) -> None: ...
+
+    def act(self, observations: np.ndarray, slots: list[int]) -> np.ndarray: ...
+
+    def observe(self, slots: list[int], rewards: np.ndarray) -> None: ...
+
+
+def rollout(policy: Callable[[np.ndarray], np.ndarray] | EpisodicPolicy, env_id: str, episodes: int, *, seed: int,
             parallel: int = 10, env_kwargs: dict | None = None) -> RolloutResult:
-    """Run ``episodes`` full episodes; ``policy`` maps a batch of observations to a batch of actions.
+    """Run ``episodes`` full episodes; ``policy`` maps a batch of observations to a batch of
+    actions (or is an :class:`EpisodicPolicy`).
 
     Episode i is reset with seed ``seed + i``, so results do not depend on ``parallel``.
     """
+    episodic = hasattr(policy, "reset") and hasattr(policy, "act")
     envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(min(parallel, episodes))]
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
@@ -43,21 +60,28 @@ def rollout(policy: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: i
     saw_success = False
     next_episode = 0
     slots: list[tuple[int, gym.Env, object]] = []  # (episode index, env, current observation)
+    slot_of = {id(env): k for k, env in enumerate(envs)}
 
     def start(env):
         nonlocal next_episode
         obs, _ = env.reset(seed=seed + next_episode)
         slots.append((next_episode, env, obs))
         next_episode += 1
+        if episodic:
+            policy.reset(slot_of[id(env)])
 
     for env in envs:
         start(env)
     while slots:
-        actions = policy(np.stack([obs for _, _, obs in slots]))
+        observations = np.stack([obs for _, _, obs in slots])
+        running = [slot_of[id(env)] for _, env, _ in slots]
+        actions = policy.act(observations, running) if episodic else policy(observations)
         still = []
         free = []
-        for (i, env, _), action in zip(slots, actions):
+        rewards = np.zeros(len(slots))
+        for k, ((i, env, _), action) in enumerate(zip(slots, actions)):
             obs, reward, term, trunc, info = env.step(action)
+            rewards[k] = float(reward)
             returns[i] += float(reward)
             lengths[i] += 1
             for key in ("success", "is_success"):
@@ -69,6 +93,8 @@ def rollout(policy: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: i
                 free.append(env)
             else:
                 still.append((i, env, obs))
+        if episodic:
+            policy.observe(running, rewards)
         slots = still
         for env in free:
             if next_episode < episodes:

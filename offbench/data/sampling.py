@@ -303,6 +303,11 @@ class TransitionSampler:
             extras={name: v["extra:" + name] for name in self.extras},
         )
 
+    @property
+    def generator(self) -> torch.Generator:
+        """The sampler's own random stream (saved and restored by resumable training)."""
+        return self._generator
+
     def state_dict(self) -> dict[str, Any]:
         """The generator state (and the settings it belongs to), for resumable training."""
         return {"generator_state": self._generator.get_state(), "seed": self.seed,
@@ -407,6 +412,11 @@ class SegmentSampler:
             timesteps=v["timesteps"],
             mask=v["mask"],
         )
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The sampler's own random stream (saved and restored by resumable training)."""
+        return self._generator
 
     def state_dict(self) -> dict[str, Any]:
         """The generator state (and the settings it belongs to), for resumable training."""

@@ -1,0 +1,111 @@
+"""The ``Algorithm`` protocol every offline baseline (and any outside algorithm) implements.
+
+An algorithm is a ``torch.nn.Module`` holding all of its networks (targets included), with:
+
+- ``config_class``: a dataclass of hyperparameters with documented defaults;
+- ``__init__(observation_space, action_space, config, *, seed)``: build networks and optimisers;
+  all randomness of its own goes through ``self.generator`` (a ``torch.Generator``);
+- ``prepare(dataset) -> Dataset``: once, before training: fit normalisers, scale rewards,
+  filter (%BC) — returns the dataset to sample from;
+- ``make_sampler(dataset, batch_size, seed)``: the batch source (default: transitions);
+- ``update(batch) -> dict[str, float]``: one gradient step, the loss written as in its paper;
+- ``act(observations) -> actions``: deterministic batched actions for evaluation (or
+  ``make_eval_policy()`` returning an ``offbench.rollout.EpisodicPolicy`` for history-based
+  policies such as Decision Transformer);
+- ``optimizers() -> dict[str, Optimizer]``.
+
+``offbench.train.fit`` saves and restores the module's state_dict, the optimisers, the
+algorithm's and the sampler's generators and torch's global RNG, so a killed run resumes to
+exactly the parameters of an uninterrupted one. An outside package plugs in with
+``offbench train mypkg.module:MyAlgo DATASET`` (see docs/algorithms.md).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import fields
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from offbench.data.dataset import Dataset
+from offbench.data.sampling import TransitionSampler
+from offbench.errors import OffbenchError
+
+# Name -> "module:Class" for offbench's own baselines; anything else is an import path.
+BUILTIN = {
+    "bc": "baselines.bc:BC",
+    "percent_bc": "baselines.bc:PercentBC",
+    "awr": "baselines.awr:AWR",
+    "awac": "baselines.awac:AWAC",
+    "td3_bc": "baselines.td3_bc:TD3BC",
+    "cql": "baselines.cql:CQL",
+    "iql": "baselines.iql:IQL",
+    "dt": "baselines.dt:DecisionTransformer",
+    "mopo": "baselines.mopo:MOPO",
+    "combo": "baselines.combo:COMBO",
+}
+
+
+class Algorithm(nn.Module):
+    """Convenience base class with the protocol's defaults; subclassing it is optional."""
+
+    config_class: type = object
+    #: one line for ``offbench algos``
+    summary: str = ""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: Any, *, seed: int = 0):
+        super().__init__()
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.config = config
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def prepare(self, dataset: Dataset) -> Dataset:
+        return dataset
+
+    def make_sampler(self, dataset: Dataset, batch_size: int, seed: int):
+        return TransitionSampler(dataset, batch_size=batch_size, seed=seed)
+
+    def update(self, batch) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, observations: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {}
+
+
+def load_algorithm_class(name: str) -> type:
+    """A built-in name (``iql``) or an import path ``package.module:Class``."""
+    target = BUILTIN.get(name, name)
+    if ":" not in target:
+        raise OffbenchError(f"unknown algorithm {name!r}: use one of {sorted(BUILTIN)} "
+                            "or an import path like mypkg.module:MyAlgo")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise OffbenchError(f"cannot import {module_name!r} for algorithm {name!r}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise OffbenchError(f"{module_name} has no class {class_name!r}")
+    for attr in ("config_class", "update", "optimizers"):
+        if not hasattr(cls, attr):
+            raise OffbenchError(f"{target} does not implement the Algorithm protocol (missing {attr!r}); "
+                                "see docs/algorithms.md")
+    return cls
+
+
+def make_config(cls: type, overrides: dict[str, Any]):
+    """The algorithm's config with ``overrides`` applied; unknown keys are an error."""
+    known = {f.name: f for f in fields(cls.config_class)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise OffbenchError(f"unknown {cls.__name__} settings {unknown}; known: {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return cls.config_class(**values)

@@ -1,0 +1,204 @@
+"""The one offline training loop: ``fit(algorithm, dataset, config, out)``.
+
+Gradient steps on batches from the algorithm's sampler; an evaluation schedule (batched online
+rollouts, normalised scores, raw per-episode returns kept); safetensors checkpoints; exact
+resume after a kill; metrics to JSONL (and TensorBoard if asked); a progress bar with steps/s
+and ETA. Run directory::
+
+    config.json          resolved algorithm and training configuration, dataset id and hash, versions
+    metrics.jsonl        training metrics averaged over each ``log_every`` steps
+    evaluations.jsonl    one row per evaluation: step, returns (raw), normalised scores, success
+    checkpoint.safetensors / checkpoint.json   latest full state (the JSON is written last)
+    summary.json         headline score (last evaluation) and a labelled best-over-training
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from offbench.checkpoint import load_checkpoint, save_checkpoint
+from offbench.data.dataset import Dataset
+from offbench.errors import OffbenchError
+from offbench.nn import seed_everything
+from offbench.rollout import rollout
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100_000
+    batch_size: int = 256
+    seed: int = 0
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    final_eval_episodes: int = 10  # the headline evaluation at the last step
+    checkpoint_every: int = 10_000
+    log_every: int = 1_000
+    threads: int = 1
+    tensorboard: bool = False
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_jsonl(path: Path, upto_step: int) -> None:
+    """Drop rows written after the checkpoint we resume from (they will be written again)."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= upto_step]
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(r + "\n" for r in rows))
+        os.replace(tmp, path)
+
+
+def evaluate(algorithm, dataset: Dataset, episodes: int, seed: int) -> dict:
+    """Online evaluation of the algorithm's deterministic policy on the dataset's environment."""
+    was_training = algorithm.training
+    algorithm.eval()
+    policy = algorithm.make_eval_policy() if hasattr(algorithm, "make_eval_policy") else algorithm.act
+    result = rollout(policy, dataset.metadata.env_id, episodes, seed=seed)
+    algorithm.train(was_training)
+    row = {"returns": [round(float(r), 6) for r in result.returns], "return_mean": result.mean,
+           "return_stderr": result.stderr, "lengths": result.lengths.tolist()}
+    if dataset.metadata.reference_scores:
+        scores = dataset.normalized_score(result.returns)
+        row.update(normalized_scores=[round(float(s), 6) for s in scores], normalized_score=float(scores.mean()))
+    if result.success is not None:
+        row["success_rate"] = float(result.success.mean())
+    return row
+
+
+def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
+        on_step: Callable[[int], None] | None = None, run_info: dict | None = None) -> dict:
+    """Train ``algorithm`` on ``dataset``; resume from ``out`` if it holds a checkpoint. Returns the summary."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    resolved = {**(run_info or {}), "train": asdict(config), "algorithm_config": _jsonable(asdict(algorithm.config)),
+                "dataset": {"id": dataset.metadata.dataset_id, "content_sha256": dataset.content_sha256(),
+                            "env_id": dataset.metadata.env_id}}
+    config_path = out / "config.json"
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        for key in ("algorithm_config", "dataset"):
+            if saved.get(key) != _jsonable(resolved[key]):
+                raise OffbenchError(f"{out} holds a run with a different {key.replace('_', ' ')}; use another "
+                                    "--out or the same settings to resume it")
+        if saved.get("train", {}).get("seed") != config.seed:
+            raise OffbenchError(f"{out} holds a run with seed {saved['train']['seed']}, not {config.seed}")
+    from offbench.data.writer import library_versions
+    from offbench.online import git_commit
+
+    resolved.update(library_versions=library_versions(), git_commit=git_commit())
+    config_path.write_text(json.dumps(_jsonable(resolved), indent=2))
+
+    data = algorithm.prepare(dataset)
+    sampler = algorithm.make_sampler(data, config.batch_size, config.seed)
+    generators = {"algorithm": algorithm.generator, "sampler": sampler.generator,
+                  "torch_global": torch.default_generator}
+    step = 0
+    if (out / "checkpoint.json").exists():
+        meta = load_checkpoint(out / "checkpoint", modules={"algorithm": algorithm},
+                               optimizers=algorithm.optimizers(), generators=generators)
+        step = meta["step"]
+        _truncate_jsonl(out / "metrics.jsonl", step)
+        _truncate_jsonl(out / "evaluations.jsonl", step)
+    writer = _tensorboard(out) if config.tensorboard else None
+
+    def checkpoint():
+        save_checkpoint(out / "checkpoint", modules={"algorithm": algorithm}, optimizers=algorithm.optimizers(),
+                        generators=generators, extra={"step": step})
+
+    sums: dict[str, float] = {}
+    count, interval_start = 0, time.perf_counter()
+    bar = tqdm(total=config.steps, initial=step, unit="step", disable=not progress, smoothing=0.05,
+               desc=type(algorithm).__name__)
+    algorithm.train()
+    try:
+        while step < config.steps:
+            metrics = algorithm.update(sampler.sample())
+            step += 1
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            count += 1
+            if step % config.log_every == 0 or step == config.steps:
+                now = time.perf_counter()
+                row = {"step": step, **{k: v / count for k, v in sums.items()},
+                       "steps_per_second": count / max(now - interval_start, 1e-9)}
+                _append_jsonl(out / "metrics.jsonl", row)
+                if writer:
+                    for k, v in row.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, step)
+                sums, count, interval_start = {}, 0, now
+            if step % config.eval_every == 0 or step == config.steps:
+                episodes = config.final_eval_episodes if step == config.steps else config.eval_episodes
+                seed = config.seed * 1_000_003 + 50_000_000 + (step // config.eval_every) * episodes
+                row = {"step": step, "episodes": episodes, "seed": seed,
+                       **evaluate(algorithm, dataset, episodes, seed)}
+                _append_jsonl(out / "evaluations.jsonl", row)
+                if writer:
+                    writer.add_scalar("eval/return_mean", row["return_mean"], step)
+                bar.set_postfix(score=round(row.get("normalized_score", row["return_mean"]), 1))
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpoint()
+            bar.update(1)
+            if on_step:
+                on_step(step)
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+    summary = summarise(out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def summarise(out: Path) -> dict:
+    """Headline = the last evaluation; best-over-training is reported only as a labelled extra."""
+    rows = [json.loads(line) for line in (Path(out) / "evaluations.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    key = "normalized_score" if "normalized_score" in last else "return_mean"
+    best = max(rows, key=lambda r: r[key])
+    return {"final_step": last["step"], "headline": "last evaluation", "score_kind": key, "score": last[key],
+            "returns": last["returns"], "episodes": last["episodes"],
+            "best_over_training (secondary, optimistic)": {"step": best["step"], "score": best[key]}}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise OffbenchError("--set tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+# ---------------------------------------------------------------------- construction from names
+def build_algorithm(name: str, dataset: Dataset, overrides: dict[str, Any], seed: int):
+    """Seed, then construct the named algorithm for the dataset's spaces."""
+    from offbench.algorithm import load_algorithm_class, make_config
+
+    cls = load_algorithm_class(name)
+    config = make_config(cls, overrides)
+    seed_everything(seed)  # weight initialisation draws from the global RNG
+    return cls(dataset.observation_space, dataset.action_space, config, seed=seed)
+
+
+def train_run(name: str, dataset: Dataset, overrides: dict[str, Any], config: TrainConfig, out: Path, *,
+              progress: bool = True, on_step=None) -> dict:
+    algorithm = build_algorithm(name, dataset, overrides, config.seed)
+    return fit(algorithm, dataset, config, out, progress=progress, on_step=on_step,
+               run_info={"algorithm": name, "algorithm_overrides": overrides})
