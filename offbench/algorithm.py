@@ -101,6 +101,35 @@ def load_algorithm_class(name: str) -> type:
     return cls
 
 
+def dataset_overrides(name: str, dataset_id: str) -> dict[str, Any]:
+    """Per-dataset settings of a built-in algorithm from ``baselines/configs/<name>.toml``.
+
+    Tables are keyed by dataset-id glob patterns (``"locomotion/hopper/*"``); every matching
+    table applies, in file order, so put general patterns first. ``--set`` overrides win.
+    """
+    import fnmatch
+    import sys
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    path = Path(__file__).resolve().parents[1] / "baselines" / "configs" / f"{name}.toml"
+    if name not in BUILTIN or not path.is_file():
+        return {}
+    try:
+        tables = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise OffbenchError(f"{path}: invalid TOML ({exc})") from None
+    merged: dict[str, Any] = {}
+    for pattern, values in tables.items():
+        if fnmatch.fnmatchcase(dataset_id, pattern):
+            merged.update(values)
+    return merged
+
+
 def make_config(cls: type, overrides: dict[str, Any]):
     """The algorithm's config with ``overrides`` applied; unknown keys are an error."""
     known = {f.name: f for f in fields(cls.config_class)}

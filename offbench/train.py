@@ -199,6 +199,10 @@ def build_algorithm(name: str, dataset: Dataset, overrides: dict[str, Any], seed
 
 def train_run(name: str, dataset: Dataset, overrides: dict[str, Any], config: TrainConfig, out: Path, *,
               progress: bool = True, on_step=None) -> dict:
-    algorithm = build_algorithm(name, dataset, overrides, config.seed)
+    """Defaults < ``baselines/configs/<name>.toml`` entries matching the dataset < ``overrides``."""
+    from offbench.algorithm import dataset_overrides
+
+    settings = {**dataset_overrides(name, dataset.metadata.dataset_id), **overrides}
+    algorithm = build_algorithm(name, dataset, settings, config.seed)
     return fit(algorithm, dataset, config, out, progress=progress, on_step=on_step,
-               run_info={"algorithm": name, "algorithm_overrides": overrides})
+               run_info={"algorithm": name, "algorithm_overrides": settings})

@@ -162,3 +162,15 @@ def test_outside_algorithm_plugs_in_by_import_path(pendulum, tmp_path, monkeypat
     assert abs(algo.mean.item()) < 0.3
     assert main(["train", "plugpkg.algo:Missing", "t/pendulum/random-v0", "--quiet"]) == 2
     assert "has no class 'Missing'" in capsys.readouterr().err
+
+
+def test_per_dataset_overrides_apply_before_set(grid_expert, tmp_path):
+    from offbench.algorithm import dataset_overrides
+    assert dataset_overrides("bc", "lite/stitchgrid/expert-v0") == {"hidden": [64, 64]}
+    assert dataset_overrides("bc", "lite/pendulum/random-v0") == {}
+    assert dataset_overrides("plugpkg.algo:Constant", "lite/stitchgrid/expert-v0") == {}
+    train_run("bc", grid_expert, {"lr": 1e-3}, TrainConfig(steps=5, eval_every=5, eval_episodes=1,
+                                                            final_eval_episodes=1, checkpoint_every=5, log_every=5),
+              tmp_path / "o", progress=False)
+    config = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert config["algorithm_config"]["hidden"] == [64, 64] and config["algorithm_config"]["lr"] == 1e-3
