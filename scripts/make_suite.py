@@ -3,10 +3,11 @@
     python scripts/make_suite.py --suite lite --task reacher \
         --run ~/.cache/offbench/runs/behaviour/lite-reacher-sac-s0 --size 100000 --build
 
-1. expert = the run's last snapshot (``--expert-step`` to override); medium = the first snapshot
-   whose 10-episode evaluation return reaches one third of the way from the random to the
-   expert return (D4RL: "about one third of the expert's return"; measured on the normalised
-   scale so tasks with negative returns work too); ``--medium-step`` to override.
+1. expert = the run's last snapshot (``--expert-step`` to override); medium = the snapshot whose
+   10-episode evaluation return is closest to one third of the way from the random to the
+   expert return, among those up to the first that reaches it (D4RL: "about one third of the
+   expert's return"; on the normalised scale so tasks with negative returns work too);
+   ``--medium-step`` to override.
 2. reference scores: random = the uniform random policy, expert = the expert checkpoint's
    stochastic policy (or a scripted controller with ``--expert-reference NAME``), 100 episodes.
 3. exports the behaviour checkpoints (with 50-episode returns) and the learning curve to
@@ -36,10 +37,16 @@ SEEDS = {"random": 100, "medium": 200, "expert": 300}
 
 
 def choose_medium(curve: list[dict], snapshot_steps: set[int], random_ret: float, expert_ret: float) -> int:
+    """The snapshot whose evaluation return is closest to one third of the way from random to
+    expert, among the snapshots up to the first one that reaches that level."""
     threshold = random_ret + (expert_ret - random_ret) / 3
+    candidates = []
     for row in curve:
-        if int(row["step"]) in snapshot_steps and float(row["return_stochastic"]) >= threshold:
-            return int(row["step"])
+        if int(row["step"]) not in snapshot_steps:
+            continue
+        candidates.append((abs(float(row["return_stochastic"]) - threshold), int(row["step"])))
+        if float(row["return_stochastic"]) >= threshold:
+            return min(candidates)[1]
     raise SystemExit(f"no snapshot reaches one third of the expert return ({threshold:.1f}); pass --medium-step")
 
 
@@ -93,7 +100,7 @@ def main() -> None:
         "task": args.task, "env_id": config.env_id, "run": args.run.name, "training_config": run_info,
         "training_wall_seconds": float(curve[-1]["wall_time"]), "trained_steps": int(curve[-1]["step"]),
         "medium_step": medium_step, "expert_step": expert_step,
-        "medium_rule": "first snapshot whose 10-episode stochastic return >= random + (expert - random) / 3",
+        "medium_rule": "snapshot with 10-episode stochastic return closest to random + (expert - random) / 3, up to the first that reaches it",
         "returns": {"medium": medium["returns"], "expert": expert["returns"]},
     }, indent=2))
 
