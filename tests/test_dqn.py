@@ -246,14 +246,16 @@ def test_learns_stitchgrid_optimum(tmp_path):
 
 @pytest.mark.slow
 def test_learns_cartpole(tmp_path):
-    cfg = OnlineConfig(env_id="CartPole-v1", algo="dqn", steps=30_000, seed=0, warmup_steps=1000, batch_size=64,
-                       eval_every=2500, eval_episodes=10, snapshot_every=30_000, checkpoint_every=30_000,
+    """Greedy evaluation reaches CartPole's "solved" mean return of 195 within 15k env steps."""
+    cfg = OnlineConfig(env_id="CartPole-v1", algo="dqn", steps=15_000, seed=0, warmup_steps=1000, batch_size=64,
+                       eval_every=2500, eval_episodes=10, snapshot_every=15_000, checkpoint_every=15_000,
                        agent={"hidden": (64, 64), "target_update_every": 500, "epsilon_decay_steps": 10_000})
     run = OnlineRun(cfg, tmp_path / "run")
     run.train(progress=False)
     returns = [row["return_deterministic"] for row in run.curve]
-    assert max(returns) >= 195  # random play scores about 22
-    assert np.mean(returns[-4:]) >= 150
+    assert returns[0] < 100  # after 1.5k updates, still far from solved (random play scores about 22)
+    assert max(returns) >= 195
+    assert returns[-1] >= 150  # and it has not collapsed by the end (DQN on CartPole is known to oscillate)
 
 
 def test_cli_train_writes_run_directory(tmp_path, capsys):
