@@ -83,7 +83,9 @@ def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
-    resolved = {**(run_info or {}), "train": asdict(config), "algorithm_config": _jsonable(asdict(algorithm.config)),
+    default_info = {"algorithm": f"{type(algorithm).__module__}:{type(algorithm).__name__}",
+                    "algorithm_overrides": {}}  # enough for `offbench eval` to rebuild it
+    resolved = {**default_info, **(run_info or {}), "train": asdict(config), "algorithm_config": _jsonable(asdict(algorithm.config)),
                 "dataset": {"id": dataset.metadata.dataset_id, "content_sha256": dataset.content_sha256(),
                             "env_id": dataset.metadata.env_id}}
     config_path = out / "config.json"
