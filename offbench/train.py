@@ -120,7 +120,7 @@ def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike
         save_checkpoint(out / "checkpoint", modules={"algorithm": algorithm}, optimizers=algorithm.optimizers(),
                         generators=generators, extra={"step": step})
 
-    sums: dict[str, float] = {}
+    sums: dict[str, tuple[float, int]] = {}
     count, interval_start = 0, time.perf_counter()
     bar = tqdm(total=config.steps, initial=step, unit="step", disable=not progress, smoothing=0.05,
                desc=type(algorithm).__name__)
@@ -129,12 +129,13 @@ def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike
         while step < config.steps:
             metrics = algorithm.update(sampler.sample())
             step += 1
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
+            for key, value in metrics.items():  # a metric some steps skip is averaged over its own steps
+                total, n = sums.get(key, (0.0, 0))
+                sums[key] = (total + float(value), n + 1)
             count += 1
             if step % config.log_every == 0 or step == config.steps:
                 now = time.perf_counter()
-                row = {"step": step, **{k: v / count for k, v in sums.items()},
+                row = {"step": step, **{k: total / n for k, (total, n) in sums.items()},
                        "steps_per_second": count / max(now - interval_start, 1e-9)}
                 _append_jsonl(out / "metrics.jsonl", row)
                 if writer:

@@ -14,7 +14,8 @@ reloaded from its checkpoint, and its deterministic policy is rolled out from s1
   makes about 1% of the s1 episodes follow s1 -> s5 -> s9 whole, those episodes have the best
   return, and the filter keeps them (asserted on the filtered data below). %BC copies them.
 
-Decision Transformer joins this list later (marked place in ``CASES``).
+- Decision Transformer conditioned on the data's best return (0.9) also reaches s9 from s1, and
+  follows route A when conditioned on -1.0 (see its entry in ``CASES``).
 """
 from __future__ import annotations
 
@@ -43,11 +44,12 @@ CASES = [
                  COPIES_WHOLE_OPTIMAL_EPISODES, id="percent_bc-by_count"),
     pytest.param("percent_bc", {**SMALL, "lr": 1e-3, "definition": "top_episodes_by_timesteps"},
                  COPIES_WHOLE_OPTIMAL_EPISODES, id="percent_bc-by_timesteps"),
-    # ---------------------------------------------------------------- Decision Transformer: add here
-    # A history-based policy is rolled out through its make_eval_policy() (see ``route_from``); pick
-    # the expectation its run shows and say why in a comment. Return-conditioned on 0.9, DT may
-    # behave like %BC here: the data holds whole s1 -> s5 -> s9 episodes with return-to-go 0.9.
-    # pytest.param("dt", {...}, <expectation>, id="dt"),
+    # Decision Transformer, conditioned on the best return in the data (0.9): after s1 -SE-> s5 the
+    # requested return-to-go is 1.0, and in this data a return-to-go of 1.0 at s5 only ever precedes
+    # SE into s9, so DT reaches s9 from s1 (measured with 3 seeds, and also after removing the 15
+    # lucky whole s1 -> s9 episodes). REFERENCE §3's "DT does not stitch" is not shown by this data.
+    pytest.param("dt", {"lr": 3e-3, "warmup_steps": 10, "embed_dim": 32, "layers": 1, "context_length": 5},
+                 "return-conditioned", id="dt"),
 ]
 # Why the settings above (all else default):
 # - IQL: rewards as stored and beta 10 (the paper's AntMaze temperature). With the default
@@ -109,6 +111,7 @@ def test_offline_rl_stitches_and_imitation_does_not(medium, optimal_actions, tmp
                                                     expectation):
     summary = train_run(name, medium, overrides, TRAIN, tmp_path / name, progress=False)
     algorithm = build_algorithm(name, medium, overrides, seed=TRAIN.seed)
+    algorithm.prepare(medium)  # as `offbench eval` does: sizes data-dependent parts before loading
     load_checkpoint(tmp_path / name / "checkpoint", modules={"algorithm": algorithm})  # what was saved is judged
     cells, ret = route_from(algorithm, S1)
 
@@ -124,6 +127,13 @@ def test_offline_rl_stitches_and_imitation_does_not(medium, optimal_actions, tmp
         assert GOAL not in cells and cells[:3] == [S1, S5, S3], cells
         assert ret == pytest.approx(-1.0, abs=1e-6)  # ten steps of -0.1: waits at s3 until the time limit
         assert summary["score"] < 0  # below the uniform-random policy
+    elif expectation == "return-conditioned":
+        assert cells == [S1, S5, S9], cells
+        assert ret == pytest.approx(0.9, abs=1e-6)
+        # Conditioned on route A's return instead, it follows route A: the behaviour is set by the target.
+        algorithm.best_return.fill_(-1.0)
+        low_cells, low_ret = route_from(algorithm, S1)
+        assert low_cells[:3] == [S1, S5, S3] and GOAL not in low_cells and low_ret == pytest.approx(-1.0, abs=1e-6)
     elif expectation == COPIES_WHOLE_OPTIMAL_EPISODES:
         assert cells == [S1, S5, S9], cells
         kept = percent_bc(medium, algorithm.config.fraction, algorithm.config.definition)
