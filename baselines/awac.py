@@ -36,7 +36,7 @@ from offbench.algorithm import Algorithm
 from offbench.data.dataset import Dataset
 from offbench.data.sampling import TransitionBatch, TransitionSampler
 from offbench.errors import OffbenchError
-from offbench.nn import GaussianPolicy, ObservationEncoder, QEnsemble, soft_update
+from offbench.nn import adam, GaussianPolicy, ObservationEncoder, QEnsemble, soft_update
 
 
 @dataclass
@@ -66,8 +66,8 @@ class AWAC(Algorithm):
         self.actor = GaussianPolicy(self.encoder.dim, act_dim, config.hidden, action_space.low, action_space.high)
         self.critic = QEnsemble(self.encoder.dim, act_dim, members=2, hidden=config.hidden)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.actor_optim = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_optim = adam(self.critic.parameters(), lr=config.critic_lr)
 
     def prepare(self, dataset: Dataset) -> Dataset:
         self.encoder.fit(dataset.observations)

@@ -40,7 +40,7 @@ from offbench.algorithm import Algorithm
 from offbench.data.dataset import Dataset
 from offbench.data.sampling import TransitionBatch, TransitionSampler
 from offbench.errors import OffbenchError
-from offbench.nn import CategoricalPolicy, GaussianPolicy, ObservationEncoder, mlp, soft_update
+from offbench.nn import adam, CategoricalPolicy, GaussianPolicy, ObservationEncoder, mlp, soft_update
 
 VALUE_TARGETS = ("monte_carlo", "td")
 
@@ -76,8 +76,8 @@ class AWR(Algorithm):
         self.value = mlp(self.encoder.dim, 1, config.hidden)
         if config.value_target == "td":
             self.target_value = copy.deepcopy(self.value).requires_grad_(False)
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.value_optim = torch.optim.Adam(self.value.parameters(), lr=config.value_lr)
+        self.actor_optim = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.value_optim = adam(self.value.parameters(), lr=config.value_lr)
 
     def prepare(self, dataset: Dataset) -> Dataset:
         self.encoder.fit(dataset.observations)

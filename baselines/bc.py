@@ -19,7 +19,7 @@ import torch
 from offbench.algorithm import Algorithm
 from offbench.data.compose import percent_bc
 from offbench.data.dataset import Dataset
-from offbench.nn import CategoricalPolicy, DeterministicPolicy, ObservationEncoder
+from offbench.nn import adam, CategoricalPolicy, DeterministicPolicy, ObservationEncoder
 
 
 @dataclass
@@ -42,7 +42,7 @@ class BC(Algorithm):
         else:
             self.policy = DeterministicPolicy(self.encoder.dim, int(np.prod(action_space.shape)), config.hidden,
                                               action_space.low, action_space.high)
-        self.optim = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
+        self.optim = adam(self.policy.parameters(), lr=config.lr)
 
     def prepare(self, dataset: Dataset) -> Dataset:
         self.encoder.fit(dataset.observations)

@@ -47,7 +47,7 @@ from torch import nn
 
 from offbench.algorithm import Algorithm
 from offbench.errors import OffbenchError
-from offbench.nn import EnsembleMLP, ObservationEncoder, QEnsemble, TanhGaussianPolicy, soft_update
+from offbench.nn import adam, EnsembleMLP, ObservationEncoder, QEnsemble, TanhGaussianPolicy, soft_update
 
 
 @dataclass
@@ -93,13 +93,13 @@ class CQL(Algorithm):
             self.register_buffer("action_low", low)
             self.register_buffer("action_high", high)
             self.uniform_log_density = -float(torch.log(high - low).sum())
-            self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-            self.entropy_optim = torch.optim.Adam([self.log_entropy_alpha], lr=config.actor_lr)
+            self.actor_optim = adam(self.actor.parameters(), lr=config.actor_lr)
+            self.entropy_optim = adam([self.log_entropy_alpha], lr=config.actor_lr)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.critic_optim = adam(self.critic.parameters(), lr=config.critic_lr)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.alpha)), requires_grad=config.lagrange)
         if config.lagrange:
-            self.lagrange_optim = torch.optim.Adam([self.log_alpha], lr=config.lagrange_lr)
+            self.lagrange_optim = adam([self.log_alpha], lr=config.lagrange_lr)
 
     def prepare(self, dataset):
         self.encoder.fit(dataset.observations)

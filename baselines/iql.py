@@ -39,7 +39,7 @@ from torch import nn
 from offbench.algorithm import Algorithm
 from offbench.data.dataset import Dataset
 from offbench.errors import OffbenchError
-from offbench.nn import (CategoricalPolicy, EnsembleMLP, GaussianPolicy, ObservationEncoder, QEnsemble, mlp,
+from offbench.nn import (adam, CategoricalPolicy, EnsembleMLP, GaussianPolicy, ObservationEncoder, QEnsemble, mlp,
                          soft_update)
 
 REWARD_SCALINGS = ("return_range", "none")
@@ -90,11 +90,11 @@ class IQL(Algorithm):
         self.value = mlp(obs_dim, 1, hidden)
         self.register_buffer("reward_scale", torch.tensor(1.0))
         self.register_buffer("updates", torch.tensor(0, dtype=torch.int64))
-        self.optim = torch.optim.Adam([
+        self.optim = adam([
             {"params": self.value.parameters(), "name": "value"},
             {"params": self.critic.parameters(), "name": "critic"},
             {"params": self.policy.parameters(), "name": "actor"},
-        ], lr=config.lr, foreach=True)
+        ], lr=config.lr)
 
     # ------------------------------------------------------------------ data
     def prepare(self, dataset: Dataset) -> Dataset:

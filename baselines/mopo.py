@@ -59,7 +59,7 @@ from offbench.data.dataset import Dataset
 from offbench.data.sampling import TransitionSampler
 from offbench.dynamics import DynamicsEnsemble, Prediction
 from offbench.errors import OffbenchError
-from offbench.nn import ObservationEncoder, QEnsemble, TanhGaussianPolicy, soft_update
+from offbench.nn import adam, ObservationEncoder, QEnsemble, TanhGaussianPolicy, soft_update
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +158,9 @@ class ModelBasedSAC(Algorithm):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(float(np.log(config.init_alpha))))
         self.target_entropy = -float(act_dim) if config.target_entropy is None else float(config.target_entropy)
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        self.actor_optim = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_optim = adam(self.critic.parameters(), lr=config.critic_lr)
+        self.alpha_optim = adam([self.log_alpha], lr=config.alpha_lr)
         # Model buffer: rows [s (O), a (A), r~ (1), s' (O), terminated (1)], a ring of fixed capacity.
         capacity = config.rollout_batch_size * config.rollout_horizon * config.retain_rollouts
         self.register_buffer("model_buffer", torch.zeros(capacity, 2 * obs_dim + act_dim + 2))

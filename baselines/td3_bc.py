@@ -29,7 +29,7 @@ from offbench.algorithm import Algorithm
 from offbench.data.dataset import Dataset
 from offbench.data.sampling import TransitionBatch, TransitionSampler
 from offbench.errors import OffbenchError
-from offbench.nn import DeterministicPolicy, ObservationEncoder, QEnsemble, soft_update
+from offbench.nn import adam, DeterministicPolicy, ObservationEncoder, QEnsemble, soft_update
 
 
 @dataclass
@@ -61,8 +61,8 @@ class TD3BC(Algorithm):
         self.critic = QEnsemble(self.encoder.dim, act_dim, members=2, hidden=config.hidden)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.actor_optim = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_optim = adam(self.critic.parameters(), lr=config.critic_lr)
         self._updates = 0  # critic updates so far; saved in the state_dict (get_extra_state)
         self._actor_metrics: dict[str, torch.Tensor] = {}  # of the latest actor update
 
