@@ -99,6 +99,15 @@ class QEnsemble(nn.Module):
         return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
 
+def register_action_bounds(module: nn.Module, act_dim: int, low: np.ndarray | None, high: np.ndarray | None) -> None:
+    """Buffers ``action_scale`` = (high - low) / 2 and ``action_bias`` = (high + low) / 2 (default [-1, 1]),
+    mapping a tanh output in [-1, 1] onto the action box; saved with every checkpoint."""
+    low_t = torch.as_tensor(-np.ones(act_dim) if low is None else low, dtype=torch.float32)
+    high_t = torch.as_tensor(np.ones(act_dim) if high is None else high, dtype=torch.float32)
+    module.register_buffer("action_scale", (high_t - low_t) / 2)
+    module.register_buffer("action_bias", (high_t + low_t) / 2)
+
+
 class TanhGaussianPolicy(nn.Module):
     """Squashed Gaussian policy of SAC (Haarnoja et al. 2018, appendix C).
 
@@ -110,10 +119,7 @@ class TanhGaussianPolicy(nn.Module):
                  action_low: np.ndarray | None = None, action_high: np.ndarray | None = None):
         super().__init__()
         self.net = mlp(obs_dim, 2 * act_dim, hidden)
-        low = torch.as_tensor(-np.ones(act_dim) if action_low is None else action_low, dtype=torch.float32)
-        high = torch.as_tensor(np.ones(act_dim) if action_high is None else action_high, dtype=torch.float32)
-        self.register_buffer("action_scale", (high - low) / 2)
-        self.register_buffer("action_bias", (high + low) / 2)
+        register_action_bounds(self, act_dim, action_low, action_high)
 
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(obs).chunk(2, dim=-1)
@@ -154,10 +160,7 @@ class GaussianPolicy(nn.Module):
         super().__init__()
         self.net = mlp(obs_dim, act_dim, hidden)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
-        low = torch.as_tensor(-np.ones(act_dim) if action_low is None else action_low, dtype=torch.float32)
-        high = torch.as_tensor(np.ones(act_dim) if action_high is None else action_high, dtype=torch.float32)
-        self.register_buffer("action_scale", (high - low) / 2)
-        self.register_buffer("action_bias", (high + low) / 2)
+        register_action_bounds(self, act_dim, action_low, action_high)
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
         mean = torch.tanh(self.net(obs)) * self.action_scale + self.action_bias
@@ -187,10 +190,7 @@ class DeterministicPolicy(nn.Module):
                  action_low: np.ndarray | None = None, action_high: np.ndarray | None = None):
         super().__init__()
         self.net = mlp(obs_dim, act_dim, hidden)
-        low = torch.as_tensor(-np.ones(act_dim) if action_low is None else action_low, dtype=torch.float32)
-        high = torch.as_tensor(np.ones(act_dim) if action_high is None else action_high, dtype=torch.float32)
-        self.register_buffer("action_scale", (high - low) / 2)
-        self.register_buffer("action_bias", (high + low) / 2)
+        register_action_bounds(self, act_dim, action_low, action_high)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(obs)) * self.action_scale + self.action_bias
