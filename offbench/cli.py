@@ -269,6 +269,43 @@ def cmd_algos(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    import os
+
+    from offbench.protocol import load_protocol
+    from offbench.reproduce import reproduce
+
+    protocol = load_protocol(args.protocol or args.suite)
+    if args.protocol and protocol.suite != args.suite:
+        raise OffbenchError(f"protocol {protocol.name!r} is for suite {protocol.suite!r}, not {args.suite!r}")
+    unknown = sorted(set(args.datasets or []) - set(protocol.datasets))
+    if unknown:
+        print(f"note: datasets {unknown} are not in protocol {protocol.name!r}; running them under its settings",
+              file=sys.stderr)
+    protocol = protocol.restricted(algorithms=args.algos, datasets=args.datasets, seeds=args.seeds)
+    workers = args.workers or max(1, min(len(protocol.algorithms) * len(protocol.datasets) * len(protocol.seeds),
+                                         os.cpu_count() or 1))
+    out = Path(args.out) if args.out else Path("results") / protocol.name
+    manifest = reproduce(protocol, out, backend=args.backend, workers=workers, address=args.address,
+                         progress=not args.quiet)
+    failed = [r for r in manifest["runs"] if r["status"] == "failed"]
+    print(f"results: {out / 'results.csv'} ({len(manifest['runs']) - len(failed)} runs finished, "
+          f"{len(failed)} failed, {manifest['wall_time_seconds']} s)")
+    if not args.no_report:
+        from offbench.evaluation.report import write_report
+
+        report = write_report(out)
+        table = Path(report["out_dir"]) / "table.md"
+        if table.exists():
+            print(table.read_text())
+        print(f"report: {report['out_dir']}")
+    return 1 if failed else 0
+
+
+# Command groups that live beside their code and register themselves.
+COMMAND_MODULES = ("offbench.evaluation.report", "offbench.leaderboard.cli", "offbench.evaluation.ope_cli")
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offbench", description="Offline RL datasets, baselines and evaluation.")
@@ -295,6 +332,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("algos", help="list the algorithms")
     p.set_defaults(func=cmd_algos)
+
+    p = commands.add_parser("reproduce", help="run a protocol's algorithm x dataset x seed table (resumable)")
+    p.add_argument("suite", help="suite name, e.g. lite")
+    p.add_argument("--protocol", help="smoke, lite, full or a protocol TOML path (default: the suite's name)")
+    p.add_argument("--algos", nargs="+", metavar="ALGO", help="restrict to these algorithms")
+    p.add_argument("--datasets", nargs="+", metavar="ID", help="restrict to these datasets")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1) instead of the protocol's")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, help="parallel runs (default: the number of CPU cores)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--out", help="results directory (default: results/PROTOCOL); re-running resumes it")
+    p.add_argument("--no-report", action="store_true", help="skip `offbench report` at the end")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+
+    import importlib
+    import importlib.util
+
+    for module_name in COMMAND_MODULES:
+        try:
+            found = importlib.util.find_spec(module_name) is not None
+        except ModuleNotFoundError:  # its package is not there
+            found = False
+        if found:
+            importlib.import_module(module_name).register_commands(commands)
 
     datasets = commands.add_parser("datasets", help="list, build, download, verify and convert datasets")
     sub = datasets.add_subparsers(dest="datasets_command", required=True)

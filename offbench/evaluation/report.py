@@ -1,0 +1,622 @@
+"""``offbench report``: tables, aggregate statistics and figures from a results directory.
+
+``write_report(RESULTS_DIR)`` reads what ``offbench reproduce`` wrote (docs/evaluation.md) and
+writes ``RESULTS_DIR/report/``: the baseline table (``table.md``/``.csv``/``.tex``: per dataset
+mean ± std of the protocol's headline score over seeds with a 95% bootstrap interval, plus
+per-suite mean and IQM rows), the best-over-training table as a labelled optimistic secondary,
+``aggregates.csv`` and ``probability_of_improvement.csv`` (rliable statistics,
+``offbench.evaluation.stats``), PNG figures, ``report.json`` (every number shown) and a README.
+
+Runs that failed or did not reach their final step are listed, never silently averaged: a
+dataset enters the aggregates only when every aggregated algorithm finished it on every seed of
+the protocol (rliable's statistics need the same tasks and runs), and the report names what was
+dropped. Every bootstrap draws from its own generator seeded by ``(seed, what it is for)``, so
+numbers are reproducible and do not change when another algorithm is added.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any
+
+from offbench.errors import OffbenchError
+
+FIGURES = {"learning_curves": "learning_curves.png", "aggregate_metrics": "aggregate_metrics.png",
+           "performance_profiles": "performance_profiles.png",
+           "probability_of_improvement": "probability_of_improvement.png"}
+MISSING_CELL = "—"
+PROFILE_POINTS = 101
+
+
+# ---------------------------------------------------------------------- helpers
+def _rng(seed: int, *labels: Any):
+    """An independent generator per use: adding an algorithm leaves the others' intervals alone."""
+    import numpy as np
+
+    return np.random.default_rng([seed, *(zlib.crc32(str(label).encode()) for label in labels)])
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return MISSING_CELL if x is None else f"{x:.{digits}f}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _suite_of(dataset: str, default: str) -> str:
+    return dataset.split("/", 1)[0] if "/" in dataset else default
+
+
+def _train_setting(protocol, algorithm: str, key: str):
+    """A run's training setting: protocol ``[train]`` < overrides < TrainConfig's default."""
+    values = {**protocol.train, **protocol.per_algorithm.get(algorithm, {}).get("train", {})}
+    if key in values:
+        return values[key]
+    from dataclasses import MISSING, fields
+
+    from offbench.train import TrainConfig
+
+    default = {f.name: f.default for f in fields(TrainConfig)}.get(key, MISSING)
+    return None if default is MISSING else default
+
+
+def _is_true(values):
+    return values.astype(str).str.strip().str.lower().isin(["true", "1", "1.0"])
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else "no error recorded"
+
+
+# ---------------------------------------------------------------------- the numbers
+def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) -> dict:
+    """Every number of the report as a JSON-ready dict (nothing is written)."""
+    import numpy as np
+
+    from offbench.evaluation import stats
+    from offbench.evaluation.results import load_results, run_scores, score_matrix
+
+    if reps < 1:
+        raise OffbenchError(f"--reps must be a positive number of bootstrap replicates, got {reps}")
+    if seed < 0:
+        raise OffbenchError(f"--seed must be >= 0, got {seed}")
+    results_dir = Path(results_dir)
+    protocol, manifest, table = load_results(results_dir)
+    table = table.copy()
+    table["final"] = _is_true(table["final"])
+    default_suite = protocol.suite
+    algorithms = list(dict.fromkeys([*protocol.algorithms, *sorted(set(table["algorithm"]))]))
+    datasets = list(dict.fromkeys([*protocol.datasets, *sorted(set(table["dataset"]))]))
+    seeds = list(protocol.seeds)
+
+    # -- which runs are complete (reached their final evaluation), and why the others are not
+    runs = {}
+    for (algorithm, dataset, run_seed), group in table.groupby(["algorithm", "dataset", "seed"], sort=True):
+        runs[(algorithm, dataset, int(run_seed))] = {"complete": bool(group["final"].any()),
+                                                     "last_step": int(group["step"].max())}
+    statuses = {(r.get("algorithm"), r.get("dataset"), int(r.get("seed", -1))): r
+                for r in manifest.get("runs", []) if isinstance(r, dict)}
+    missing = []
+    for algorithm in algorithms:
+        for dataset in datasets:
+            for run_seed in sorted(set(seeds) | {k[2] for k in runs if k[:2] == (algorithm, dataset)}):
+                key = (algorithm, dataset, run_seed)
+                if runs.get(key, {}).get("complete"):
+                    continue
+                status = statuses.get(key, {})
+                if status.get("status") == "failed":
+                    reason = f"failed: {_first_line(status.get('error'))}"
+                elif key in runs:
+                    reason = (f"incomplete: last evaluation at step {runs[key]['last_step']} of "
+                              f"{_train_setting(protocol, algorithm, 'steps')}")
+                else:
+                    reason = "not run"
+                missing.append({"algorithm": algorithm, "dataset": dataset, "seed": run_seed, "reason": reason})
+
+    # -- headline and best-over-training score of every complete run; a dataset without
+    #    normalised scores is reported in raw returns and kept out of the aggregates
+    complete_keys = {k for k, v in runs.items() if v["complete"]}
+    keep = [(a, d, int(s)) in complete_keys for a, d, s in zip(table["algorithm"], table["dataset"], table["seed"])]
+    done = table[keep]
+    units = {}
+    for dataset in datasets:
+        rows = done[done["dataset"] == dataset]
+        units[dataset] = "normalized_score" if rows["normalized_score"].notna().any() or rows.empty else "return_mean"
+    import pandas as pd
+
+    parts = [run_scores(done[done["dataset"].isin([d for d in datasets if units[d] == unit])], protocol.headline,
+                        score=unit) for unit in ("normalized_score", "return_mean")]
+    scores = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
+
+    def cells_for(column: str) -> dict:
+        cells: dict[str, dict[str, Any]] = {}
+        for dataset in datasets:
+            cells[dataset] = {}
+            for algorithm in algorithms:
+                sub = scores[(scores.algorithm == algorithm) & (scores.dataset == dataset)].sort_values("seed")
+                if sub.empty:
+                    cells[dataset][algorithm] = None
+                    continue
+                values = sub[column].to_numpy(dtype=float)
+                est = stats.task_mean_intervals(values[:, None], reps=reps, rng=_rng(seed, "cell", column, algorithm,
+                                                                                      dataset))
+                cells[dataset][algorithm] = {
+                    "mean": float(est["mean"][0]), "std": _finite(est["std"][0]), "low": float(est["low"][0]),
+                    "high": float(est["high"][0]), "n": int(est["n"]), "seeds": [int(s) for s in sub["seed"]],
+                    "scores": [float(v) for v in values]}
+        return cells
+
+    cells = {"headline": cells_for("score"), "best": cells_for("best")}
+
+    # -- which datasets can be aggregated: normalised, and finished on every protocol seed by every
+    #    aggregated algorithm (algorithms with no complete dataset at all are left out instead)
+    notes = []
+    normalised = [d for d in datasets if units[d] == "normalized_score"]
+    raw = [d for d in datasets if units[d] != "normalized_score"]
+    if raw:
+        notes.append(f"reported in raw return (no normalised score), not aggregated: {', '.join(raw)}")
+
+    def full(algorithm: str, dataset: str) -> bool:
+        cell = cells["headline"][dataset][algorithm]
+        return cell is not None and set(seeds) <= set(cell["seeds"])
+
+    aggregated_algorithms = [a for a in algorithms if any(full(a, d) for d in normalised)]
+    for algorithm in algorithms:
+        if algorithm not in aggregated_algorithms:
+            notes.append(f"{algorithm}: left out of the aggregates (no dataset finished on all {len(seeds)} seeds)")
+    aggregate_datasets = [d for d in normalised if all(full(a, d) for a in aggregated_algorithms)]
+    for dataset in normalised:
+        if dataset not in aggregate_datasets:
+            short = [f"{a} ({len(cells['headline'][dataset][a]['seeds']) if cells['headline'][dataset][a] else 0}"
+                     f"/{len(seeds)} seeds)" for a in aggregated_algorithms if not full(a, dataset)]
+            notes.append(f"{dataset}: dropped from the aggregates, incomplete for {', '.join(short)}")
+    if not aggregated_algorithms or not aggregate_datasets:
+        notes.append("no aggregate statistics: no dataset is complete for the algorithms")
+        aggregate_datasets = []
+
+    suites = list(dict.fromkeys(_suite_of(d, default_suite) for d in aggregate_datasets))
+    groups = {s: [d for d in aggregate_datasets if _suite_of(d, default_suite) == s] for s in suites}
+    if len(suites) > 1:
+        groups["all"] = list(aggregate_datasets)
+
+    # rliable's [runs (seeds), tasks (datasets)] matrices, restricted to the protocol's seeds
+    run_table = scores[scores.seed.isin(seeds)]
+
+    def aggregates_for(column: str) -> dict:
+        frame = run_table.drop(columns=["score"]).rename(columns={"best": "score"}) if column == "best" else run_table
+        out = {}
+        for group, group_datasets in groups.items():
+            out[group] = {}
+            for algorithm in aggregated_algorithms:
+                matrix = score_matrix(frame, algorithm, group_datasets)
+                est = stats.interval_estimates({algorithm: matrix}, reps=reps,
+                                               rng=_rng(seed, "aggregate", column, group, algorithm))[algorithm]
+                out[group][algorithm] = {m: e.to_dict() for m, e in est.items()}
+        return out
+
+    aggregates = {"headline": aggregates_for("score"), "best": aggregates_for("best")} if aggregate_datasets else \
+        {"headline": {}, "best": {}}
+
+    score_dict = {a: score_matrix(run_table, a, aggregate_datasets) for a in aggregated_algorithms} \
+        if aggregate_datasets else {}
+    poi = []
+    for x in score_dict:
+        for y in score_dict:
+            if x != y:
+                e = stats.probability_of_improvement_interval(score_dict[x], score_dict[y], reps=reps,
+                                                              rng=_rng(seed, "poi", x, y))
+                poi.append({"algorithm_x": x, "algorithm_y": y, "probability": e.value, "low": e.low, "high": e.high})
+
+    profiles = {}
+    if score_dict:
+        everything = np.concatenate([m.ravel() for m in score_dict.values()])
+        lo, hi = min(0.0, math.floor(everything.min())), max(100.0, math.ceil(everything.max()))
+        taus = np.linspace(lo, hi, PROFILE_POINTS)
+        for algorithm, matrix in score_dict.items():
+            p = stats.performance_profile({algorithm: matrix}, taus, reps=reps,
+                                          rng=_rng(seed, "profile", algorithm))[algorithm]
+            profiles[algorithm] = {k: [float(v) for v in p[k]] for k in ("profile", "low", "high")}
+        profiles = {"taus": [float(t) for t in taus], "kind": "score distribution (fraction of runs x datasets "
+                    "with score > tau)", "algorithms": profiles}
+
+    # -- learning curves: mean and 95% bootstrap band over the complete seeds at each evaluation step
+    curves: dict[str, dict[str, Any]] = {}
+    for dataset in datasets:
+        curves[dataset] = {}
+        for algorithm in algorithms:
+            rows = done[(done.algorithm == algorithm) & (done.dataset == dataset)]
+            if rows.empty:
+                continue
+            wide = rows.pivot_table(index="seed", columns="step", values=units[dataset], aggfunc="mean")
+            wide = wide.dropna(axis=1)  # steps every seed evaluated
+            if wide.shape[1] == 0:
+                continue
+            est = stats.task_mean_intervals(wide.to_numpy(dtype=float), reps=reps,
+                                            rng=_rng(seed, "curve", algorithm, dataset))
+            curves[dataset][algorithm] = {"step": [int(s) for s in wide.columns],
+                                          **{k: [float(v) for v in est[k]] for k in ("mean", "low", "high")},
+                                          "n": int(est["n"])}
+
+    steps = {a: _train_setting(protocol, a, "steps") for a in algorithms}
+    return {
+        "results_dir": str(results_dir),
+        "protocol": {"name": protocol.name, "suite": protocol.suite, "description": protocol.description,
+                     "headline": {"kind": protocol.headline.kind, "n": protocol.headline.n,
+                                  "describe": protocol.headline.describe()},
+                     "seeds": seeds, "steps": steps, "eval_every": _train_setting(protocol, algorithms[0], "eval_every")
+                     if algorithms else None},
+        "manifest": {"git_commit": manifest.get("git_commit"), "wall_time_seconds": manifest.get("wall_time_seconds"),
+                     "offbench_version": manifest.get("offbench_version"), "backend": manifest.get("backend")},
+        "bootstrap": {"reps": reps, "seed": seed, "confidence": stats.DEFAULT_SIZE,
+                      "method": "stratified bootstrap over seeds (within each dataset), percentile interval"},
+        "algorithms": algorithms, "datasets": datasets,
+        "units": {d: ("normalised score" if units[d] == "normalized_score" else "return") for d in datasets},
+        "suites": {d: _suite_of(d, default_suite) for d in datasets},
+        "cells": cells,
+        "aggregate_datasets": aggregate_datasets, "aggregate_algorithms": aggregated_algorithms,
+        "aggregate_groups": groups, "aggregates": aggregates,
+        "optimality_gap_gamma": stats.DEFAULT_GAMMA,
+        "probability_of_improvement": poi, "performance_profiles": profiles, "learning_curves": curves,
+        "missing_runs": missing, "notes": notes,
+    }
+
+
+# ---------------------------------------------------------------------- text renderings
+def _header_lines(report: dict) -> list[str]:
+    p, m = report["protocol"], report["manifest"]
+    steps = p["steps"]
+    common = max(set(steps.values()), key=list(steps.values()).count) if steps else None
+    exceptions = ", ".join(f"{a}: {s}" for a, s in steps.items() if s != common)
+    wall = m.get("wall_time_seconds")
+    boot = report["bootstrap"]
+    lines = [f"Protocol `{p['name']}` (suite `{p['suite']}`). Headline score of a run: {p['headline']['describe']} "
+             "(normalised score unless marked); never the best over training.",
+             f"Seeds: {', '.join(str(s) for s in p['seeds'])} ({len(p['seeds'])} per dataset); gradient steps: "
+             f"{common}{f' ({exceptions})' if exceptions else ''}; evaluation every {p['eval_every']} steps.",
+             f"Git commit: {m.get('git_commit') or 'unknown'}; wall time: "
+             f"{'unknown' if wall is None else f'{float(wall):.1f} s'}; offbench {m.get('offbench_version') or '?'}.",
+             f"Cells: mean ± std over seeds [95% stratified-bootstrap percentile interval of the mean; "
+             f"{boot['reps']} replicates, seed {boot['seed']}]. Aggregates (rliable, Agarwal et al. 2021) over "
+             f"{_count(len(report['aggregate_datasets']), 'dataset')} complete for every algorithm."]
+    return lines
+
+
+def _cell_text(cell: dict | None, seeds: int, *, interval: bool = True) -> str:
+    if cell is None:
+        return MISSING_CELL
+    text = _fmt(cell["mean"]) + ("" if cell["std"] is None else f" ± {_fmt(cell['std'])}")
+    if interval:
+        text += f" [{_fmt(cell['low'])}, {_fmt(cell['high'])}]"
+    if cell["n"] != seeds:
+        text += f" (n={cell['n']})"
+    return text
+
+
+def _aggregate_rows(report: dict, kind: str) -> list[tuple[str, dict]]:
+    """(label, {algorithm: estimate or None}) for the mean and IQM rows of every suite group."""
+    rows = []
+    for group, group_datasets in report["aggregate_groups"].items():
+        per_algo = report["aggregates"][kind].get(group, {})
+        for metric, label in (("mean", "Mean"), ("iqm", "IQM")):
+            rows.append((f"{label} ({group}, {_count(len(group_datasets), 'dataset')})",
+                         {a: per_algo.get(a, {}).get(metric) for a in report["algorithms"]}))
+    return rows
+
+
+def _estimate_text(e: dict | None) -> str:
+    return MISSING_CELL if e is None else f"{_fmt(e['value'])} [{_fmt(e['low'])}, {_fmt(e['high'])}]"
+
+
+def _dataset_label(report: dict, dataset: str) -> str:
+    return dataset + (" (return)" if report["units"][dataset] != "normalised score" else "")
+
+
+def _markdown_table(report: dict, kind: str) -> list[str]:
+    algos, seeds = report["algorithms"], len(report["protocol"]["seeds"])
+    lines = ["| dataset | " + " | ".join(algos) + " |", "|---|" + "---|" * len(algos)]
+    for dataset in report["datasets"]:
+        lines.append(f"| {_dataset_label(report, dataset)} | "
+                     + " | ".join(_cell_text(report["cells"][kind][dataset][a], seeds) for a in algos) + " |")
+    for label, estimates in _aggregate_rows(report, kind):
+        lines.append(f"| **{label}** | " + " | ".join(_estimate_text(estimates[a]) for a in algos) + " |")
+    return lines
+
+
+def render_table_md(report: dict) -> str:
+    lines = [f"# Baseline table: protocol `{report['protocol']['name']}`", ""]
+    lines += [f"{line}  " for line in _header_lines(report)] + [""]
+    lines += ["## Headline score", ""] + _markdown_table(report, "headline") + [""]
+    if report["notes"]:
+        lines += ["Notes:", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    if report["missing_runs"]:
+        lines += [f"Missing or incomplete runs ({len(report['missing_runs'])}), left out of every number above:", ""]
+        lines += [f"- {r['algorithm']} / {r['dataset']} / seed {r['seed']}: {r['reason']}"
+                  for r in report["missing_runs"]] + [""]
+    lines += ["## Secondary (optimistic): best evaluation over training", "",
+              "Not a headline: the maximum over all evaluations of a run picks the luckiest evaluation and "
+              "overstates performance (CORL: by up to 20 points).", ""]
+    lines += _markdown_table(report, "best") + [""]
+    return "\n".join(lines)
+
+
+def _table_frame(report: dict, kind: str):
+    import pandas as pd
+
+    records = []
+    for dataset in report["datasets"]:
+        row: dict[str, Any] = {"row": "dataset", "dataset": dataset, "suite": report["suites"][dataset],
+                               "unit": report["units"][dataset]}
+        for a in report["algorithms"]:
+            cell = report["cells"][kind][dataset][a] or {}
+            for key in ("mean", "std", "low", "high", "n"):
+                row[f"{a}_{'ci_' + key if key in ('low', 'high') else key}"] = cell.get(key)
+        records.append(row)
+    for group, group_datasets in report["aggregate_groups"].items():
+        for metric in ("mean", "iqm"):
+            row = {"row": metric, "dataset": f"{metric} over {_count(len(group_datasets), 'dataset')}", "suite": group,
+                   "unit": "normalised score"}
+            for a in report["algorithms"]:
+                e = report["aggregates"][kind].get(group, {}).get(a, {}).get(metric) or {}
+                row.update({f"{a}_mean": e.get("value"), f"{a}_std": None, f"{a}_ci_low": e.get("low"),
+                            f"{a}_ci_high": e.get("high"),
+                            f"{a}_n": len(report["protocol"]["seeds"]) if e else None})
+            records.append(row)
+    frame = pd.DataFrame.from_records(records)
+    for a in report["algorithms"]:
+        frame[f"{a}_n"] = frame[f"{a}_n"].astype("Int64")
+    return frame
+
+
+def _tex_escape(text: str) -> str:
+    for char, repl in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                       ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+        text = text.replace(char, repl)
+    return text
+
+
+def render_table_tex(report: dict) -> str:
+    algos, seeds = report["algorithms"], len(report["protocol"]["seeds"])
+    p = report["protocol"]
+    out = [f"% offbench report: {line}" for line in _header_lines(report)]
+
+    def tabular(kind: str, caption: str) -> list[str]:
+        lines = [r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{_tex_escape(caption)}}}",
+                 r"\begin{tabular}{l" + "c" * len(algos) + "}", r"\toprule",
+                 "Dataset & " + " & ".join(_tex_escape(a) for a in algos) + r" \\", r"\midrule"]
+        for dataset in report["datasets"]:
+            cells = []
+            for a in algos:
+                cell = report["cells"][kind][dataset][a]
+                text = _cell_text(cell, seeds, interval=False).replace(" ± ", r" $\pm$ ")
+                cells.append(text.replace(MISSING_CELL, "--"))
+            lines.append(f"{_tex_escape(_dataset_label(report, dataset))} & " + " & ".join(cells) + r" \\")
+        agg = _aggregate_rows(report, kind)
+        if agg:
+            lines.append(r"\midrule")
+        for label, estimates in agg:
+            lines.append(f"{_tex_escape(label)} & "
+                         + " & ".join(_estimate_text(estimates[a]).replace(MISSING_CELL, "--") for a in algos) + r" \\")
+        return lines + [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+
+    out += tabular("headline", f"Protocol {p['name']}: {p['headline']['describe']} (mean $\\pm$ std over "
+                   f"{seeds} seeds; aggregates with 95% bootstrap intervals).".replace("$\\pm$", "+/-"))
+    out += tabular("best", f"Protocol {p['name']}, secondary and optimistic: best evaluation over training "
+                   "(not a headline).")
+    return "\n".join(out)
+
+
+def _aggregates_frame(report: dict):
+    import pandas as pd
+
+    records = []
+    for kind, label in (("headline", "headline"), ("best", "best_over_training (optimistic)")):
+        for group, per_algo in report["aggregates"][kind].items():
+            for algorithm, metrics in per_algo.items():
+                for metric, e in metrics.items():
+                    records.append({"score": label, "suite": group, "algorithm": algorithm, "metric": metric,
+                                    "value": e["value"], "ci_low": e["low"], "ci_high": e["high"],
+                                    "datasets": len(report["aggregate_groups"][group]),
+                                    "seeds": len(report["protocol"]["seeds"])})
+    return pd.DataFrame.from_records(records, columns=["score", "suite", "algorithm", "metric", "value", "ci_low",
+                                                       "ci_high", "datasets", "seeds"])
+
+
+def render_readme(report: dict, table_md: str, figures: dict[str, str]) -> str:
+    lines = [f"# offbench report: protocol `{report['protocol']['name']}`", "",
+             "Generated by `offbench report` from the results directory (see docs/evaluation.md). Every number "
+             "below is also in `report.json`; tables in `table.md`, `table.csv` (secondary: "
+             "`table_best_over_training.csv`) and `table.tex`; statistics in `aggregates.csv` and "
+             "`probability_of_improvement.csv`.", ""]
+    lines += [line.replace("# Baseline table", "## Baseline table", 1) if line.startswith("# ") else
+              (line.replace("## ", "### ", 1) if line.startswith("## ") else line) for line in table_md.splitlines()]
+    headline = report["aggregates"]["headline"]
+    if headline:
+        lines += ["", "## Aggregate metrics (headline score)", "",
+                  "| suite | algorithm | IQM | mean | median | optimality gap |", "|---|---|---|---|---|---|"]
+        for group, per_algo in headline.items():
+            for algorithm, m in per_algo.items():
+                lines.append(f"| {group} | {algorithm} | " + " | ".join(
+                    _estimate_text(m[k]) for k in ("iqm", "mean", "median", "optimality_gap")) + " |")
+        lines += ["", f"Optimality gap with gamma = {report['optimality_gap_gamma']:g}; median = median over datasets "
+                  "of the per-dataset mean (rliable's definition)."]
+    if report["probability_of_improvement"]:
+        lines += ["", "## Probability of improvement P(X > Y)", "", "| X | Y | P(X > Y) |", "|---|---|---|"]
+        lines += [f"| {r['algorithm_x']} | {r['algorithm_y']} | {r['probability']:.2f} "
+                  f"[{r['low']:.2f}, {r['high']:.2f}] |" for r in report["probability_of_improvement"]]
+    if figures:
+        lines += ["", "## Figures", ""]
+        for name, file in figures.items():
+            lines += [f"![{name.replace('_', ' ')}]({file})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------- figures
+def _palette(algorithms: list[str]) -> dict[str, Any]:
+    import seaborn as sns
+
+    return dict(zip(algorithms, sns.color_palette("colorblind", max(len(algorithms), 1))))
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+
+
+def write_figures(report: dict, out_dir: Path) -> dict[str, str]:
+    """Draw the PNG figures that have data; returns ``{figure name: file name}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import numpy as np
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    colors = _palette(report["algorithms"])
+    written: dict[str, str] = {}
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9), warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # seaborn 0.13 calls cmap.set_bad
+        # learning curves: one panel per dataset
+        panels = [d for d in report["datasets"] if report["learning_curves"].get(d)]
+        if panels:
+            ncols = min(3, len(panels))
+            nrows = math.ceil(len(panels) / ncols)
+            fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.6), layout="constrained")
+            axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+            for ax, dataset in zip(axes, panels):
+                for algorithm, c in report["learning_curves"][dataset].items():
+                    ax.plot(c["step"], c["mean"], color=colors[algorithm], label=algorithm, marker="o", ms=3)
+                    ax.fill_between(c["step"], c["low"], c["high"], color=colors[algorithm], alpha=0.2, lw=0)
+                ax.set_title(dataset, fontsize=9)
+                ax.set_xlabel("gradient step")
+                ax.set_ylabel(report["units"][dataset])
+            for ax in axes[len(panels):]:
+                ax.set_visible(False)
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 6), frameon=False,
+                       title="mean and 95% bootstrap band over seeds", title_fontsize=9)
+            _save(fig, out_dir / FIGURES["learning_curves"])
+            written["learning_curves"] = FIGURES["learning_curves"]
+
+        aggregates = report["aggregates"]["headline"]
+        group = "all" if "all" in aggregates else next(iter(aggregates), None)
+        if group is not None:
+            algos = list(aggregates[group])
+            fig = Figure(figsize=(3.2 * 4, 0.5 * len(algos) + 1.6), layout="constrained")
+            axes = fig.subplots(1, 4, sharey=True)
+            for ax, metric in zip(axes, ("iqm", "mean", "median", "optimality_gap")):
+                for y, algorithm in enumerate(algos):
+                    e = aggregates[group][algorithm][metric]
+                    ax.barh(y, e["high"] - e["low"], left=e["low"], height=0.6, color=colors[algorithm], alpha=0.75)
+                    ax.vlines(e["value"], y - 0.3, y + 0.3, color="black", lw=1.5)
+                ax.set_title({"iqm": "IQM", "mean": "Mean", "median": "Median",
+                              "optimality_gap": "Optimality gap"}[metric])
+                ax.set_xlabel("normalised score")
+            axes[0].set_yticks(range(len(algos)), algos)
+            axes[0].invert_yaxis()  # first algorithm on top, as in the table
+            fig.suptitle(f"aggregates over {_count(len(report['aggregate_groups'][group]), 'dataset')}, "
+                         "95% stratified-bootstrap intervals", fontsize=10)
+            _save(fig, out_dir / FIGURES["aggregate_metrics"])
+            written["aggregate_metrics"] = FIGURES["aggregate_metrics"]
+
+        profiles = report["performance_profiles"]
+        if profiles:
+            fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+            ax = fig.subplots()
+            taus = np.asarray(profiles["taus"])
+            for algorithm, p in profiles["algorithms"].items():
+                ax.plot(taus, p["profile"], color=colors[algorithm], label=algorithm)
+                ax.fill_between(taus, p["low"], p["high"], color=colors[algorithm], alpha=0.2, lw=0)
+            ax.set_xlabel(r"normalised score $\tau$")
+            ax.set_ylabel(r"fraction of runs with score $> \tau$")
+            ax.set_title("performance profiles (95% bootstrap bands)", fontsize=10)
+            ax.legend(frameon=False)
+            _save(fig, out_dir / FIGURES["performance_profiles"])
+            written["performance_profiles"] = FIGURES["performance_profiles"]
+
+        poi = report["probability_of_improvement"]
+        if poi:
+            algos = report["aggregate_algorithms"]
+            matrix = np.full((len(algos), len(algos)), np.nan)
+            for r in poi:
+                matrix[algos.index(r["algorithm_x"]), algos.index(r["algorithm_y"])] = r["probability"]
+            size = 1.0 + 0.8 * len(algos)
+            fig = Figure(figsize=(size + 1.2, size), layout="constrained")
+            ax = fig.subplots()
+            sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f", vmin=0, vmax=1, center=0.5, cmap="RdBu_r",
+                        xticklabels=algos, yticklabels=algos, square=True, cbar_kws={"label": "P(row > column)"})
+            ax.grid(False)
+            ax.tick_params(axis="y", labelrotation=0)
+            ax.set_xlabel("Y")
+            ax.set_ylabel("X")
+            ax.set_title("probability of improvement P(X > Y)", fontsize=10)
+            _save(fig, out_dir / FIGURES["probability_of_improvement"])
+            written["probability_of_improvement"] = FIGURES["probability_of_improvement"]
+    return written
+
+
+# ---------------------------------------------------------------------- the report directory
+def _json_ready(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_report(results_dir: str | Path, out_dir: str | Path | None = None, *, reps: int = 2000, seed: int = 0,
+                 figures: bool = True) -> dict:
+    """Write the report of ``results_dir`` into ``out_dir`` (default ``results_dir/report``) and
+    return its ``report.json`` content (plus ``out_dir`` and ``files``)."""
+    report = build_report(results_dir, reps=reps, seed=seed)
+    out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    table_md = render_table_md(report)
+    (out / "table.md").write_text(table_md)
+    _table_frame(report, "headline").to_csv(out / "table.csv", index=False)
+    _table_frame(report, "best").to_csv(out / "table_best_over_training.csv", index=False)
+    (out / "table.tex").write_text(render_table_tex(report))
+    _aggregates_frame(report).to_csv(out / "aggregates.csv", index=False)
+    import pandas as pd
+
+    pd.DataFrame.from_records(report["probability_of_improvement"],
+                              columns=["algorithm_x", "algorithm_y", "probability", "low", "high"]).rename(
+        columns={"low": "ci_low", "high": "ci_high"}).to_csv(out / "probability_of_improvement.csv", index=False)
+    drawn = write_figures(report, out) if figures else {}
+    report["figures"] = drawn
+    (out / "README.md").write_text(render_readme(report, table_md, drawn))
+    report["files"] = sorted(["table.md", "table.csv", "table_best_over_training.csv", "table.tex",
+                              "aggregates.csv", "probability_of_improvement.csv", "report.json", "README.md",
+                              *drawn.values()])
+    (out / "report.json").write_text(json.dumps(_json_ready(report), indent=2, sort_keys=True) + "\n")
+    return {**_json_ready(report), "out_dir": str(out)}
+
+
+# ---------------------------------------------------------------------- command line
+def cmd_report(args) -> int:
+    out = write_report(args.results_dir, args.out, reps=args.reps, seed=args.seed, figures=not args.no_figures)
+    print((Path(out["out_dir"]) / "table.md").read_text())
+    for r in out["missing_runs"]:
+        print(f"missing: {r['algorithm']} {r['dataset']} seed {r['seed']}: {r['reason']}")
+    print(f"report: {out['out_dir']} ({', '.join(out['files'])})")
+    return 0
+
+
+def register_commands(commands) -> None:
+    """Add ``offbench report`` to the CLI's subparsers (argparse ``add_subparsers`` object)."""
+    p = commands.add_parser("report", help="tables, rliable statistics and figures from a results directory")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="a directory written by `offbench reproduce`")
+    p.add_argument("--out", metavar="DIR", help="report directory (default: RESULTS_DIR/report)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates per interval (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (same seed, same intervals)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (faster)")
+    p.set_defaults(func=cmd_report)

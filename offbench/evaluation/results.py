@@ -1,0 +1,89 @@
+"""Read a results directory (written by ``offbench reproduce``) and score its runs.
+
+See docs/evaluation.md for the layout and the columns of ``results.csv``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from offbench.errors import OffbenchError
+from offbench.protocol import Headline, Protocol, headline_score, load_protocol
+
+COLUMNS = ["algorithm", "dataset", "suite", "env_id", "seed", "step", "final", "episodes", "eval_seed",
+           "return_mean", "return_stderr", "normalized_score", "success_rate", "returns", "run_dir"]
+
+
+def dataset_slug(dataset_id: str) -> str:
+    return dataset_id.replace("/", "__")
+
+
+def evaluation_rows(run_dir: Path, *, algorithm: str, dataset: str, suite: str, env_id: str, seed: int,
+                    final_step: int, results_dir: Path) -> list[dict]:
+    """The tidy rows of one run directory's ``evaluations.jsonl``."""
+    path = run_dir / "evaluations.jsonl"
+    rows = []
+    for line in path.read_text().splitlines():
+        ev = json.loads(line)
+        rows.append({"algorithm": algorithm, "dataset": dataset, "suite": suite, "env_id": env_id, "seed": seed,
+                     "step": ev["step"], "final": ev["step"] == final_step, "episodes": ev["episodes"],
+                     "eval_seed": ev["seed"], "return_mean": ev["return_mean"], "return_stderr": ev["return_stderr"],
+                     "normalized_score": ev.get("normalized_score"), "success_rate": ev.get("success_rate"),
+                     "returns": json.dumps(ev["returns"]),
+                     "run_dir": str(run_dir.relative_to(results_dir))})
+    return rows
+
+
+def load_results(results_dir: str | Path):
+    """``(protocol, manifest, table)`` of a results directory; ``table`` is a pandas DataFrame."""
+    import pandas as pd
+
+    results_dir = Path(results_dir)
+    for name in ("protocol.toml", "manifest.json", "results.csv"):
+        if not (results_dir / name).is_file():
+            raise OffbenchError(f"{results_dir} is not a results directory: {name} is missing "
+                                "(write one with `offbench reproduce ... --out DIR`)")
+    protocol = load_protocol(results_dir / "protocol.toml")
+    manifest = json.loads((results_dir / "manifest.json").read_text())
+    table = pd.read_csv(results_dir / "results.csv")
+    missing = sorted(set(COLUMNS) - set(table.columns))
+    if missing:
+        raise OffbenchError(f"{results_dir / 'results.csv'}: missing columns {missing}")
+    return protocol, manifest, table
+
+
+def run_scores(table, headline: Headline | Protocol, *, score: str = "normalized_score"):
+    """One row per (algorithm, dataset, seed): the headline ``score`` plus the best-over-training
+    (labelled secondary) and the final step. Columns: algorithm, dataset, seed, score, best, final_step."""
+    import pandas as pd
+
+    if isinstance(headline, Protocol):
+        headline = headline.headline
+    records = []
+    for (algorithm, dataset, seed), group in table.sort_values("step").groupby(
+            ["algorithm", "dataset", "seed"], sort=True):
+        values = group[score].astype(float).tolist()
+        records.append({"algorithm": algorithm, "dataset": dataset, "seed": int(seed),
+                        "score": headline_score(values, headline), "best": max(values),
+                        "final_step": int(group["step"].max())})
+    return pd.DataFrame.from_records(records, columns=["algorithm", "dataset", "seed", "score", "best", "final_step"])
+
+
+def score_matrix(scores, algorithm: str, datasets: list[str]):
+    """rliable's shape for one algorithm: ``[runs (seeds), tasks (datasets)]``, seeds in sorted order.
+
+    Every dataset must have the same number of seeds (a missing run is an error, not a silent gap).
+    """
+    import numpy as np
+
+    sub = scores[scores.algorithm == algorithm]
+    columns = []
+    for dataset in datasets:
+        col = sub[sub.dataset == dataset].sort_values("seed")["score"].to_numpy(dtype=float)
+        columns.append(col)
+    lengths = {len(c) for c in columns}
+    if len(lengths) != 1 or 0 in lengths:
+        counts = {d: len(c) for d, c in zip(datasets, columns)}
+        raise OffbenchError(f"{algorithm}: unequal or missing runs per dataset {counts}; finish the runs "
+                            "(offbench reproduce resumes) or restrict the report to complete datasets")
+    return np.stack(columns, axis=1)

@@ -1,0 +1,321 @@
+"""Render the board: ``README.md`` (Markdown), the static ``site/index.html`` and its SVG figures.
+
+Every submitted text is escaped (``html.escape`` for HTML, plus Markdown's specials for the
+README); links are shown only for http(s) URLs; the page's one inline script (table sorting,
+vanilla JS) is pinned by a Content-Security-Policy hash, so injected markup could not run even if
+it got through. Output is deterministic: sorted entries, no timestamps, SVG metadata stripped.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from offbench.leaderboard.schema import URL_PATTERN
+
+
+@dataclass
+class Group:
+    """One table: the entries of a suite under one protocol, ranked by IQM."""
+
+    key: str  # "suite--protocol", safe as a file name and an HTML id
+    suite: str
+    protocol: Any
+    rows: list[tuple[dict, Any]]  # (entry, EntryScores), ranked
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.protocol.datasets)
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def sort_value(value: float | None) -> str:
+    return "" if value is None else repr(round(float(value), 6))
+
+
+def e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+_MD_SPECIALS = re.compile(r"([\\`*_{}\[\]()!|~])")
+
+
+def md(text: Any) -> str:
+    """Submitted text as inert Markdown table content: HTML escaped, Markdown specials backslashed."""
+    return _MD_SPECIALS.sub(r"\\\1", html.escape(str(text), quote=True))
+
+
+def safe_url(value: Any) -> str | None:
+    return value if isinstance(value, str) and URL_PATTERN.match(value) else None
+
+
+def selection_text(entry: dict) -> str:
+    sel = entry["hyperparameter_selection"]
+    return "offline" if sel["kind"] == "offline" else f"online ({sel['budget']})"
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside a ``<script>`` element (no ``</script>``, comments or JS line breaks)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                         ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
+# ---------------------------------------------------------------------- figures
+def figure_svgs(group: Group) -> dict[str, bytes]:
+    """``{file name: SVG bytes}``: the IQM with intervals, and per-dataset mean scores."""
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.figure import Figure
+
+    out: dict[str, bytes] = {}
+    names = [entry["name"] for entry, _ in group.rows]
+    with matplotlib.rc_context({"svg.hashsalt": "offbench-leaderboard", "svg.fonttype": "none",
+                                "font.family": "DejaVu Sans", "font.size": 9}):
+        ranked = [(entry, s) for entry, s in group.rows if s.iqm is not None]
+        if ranked:
+            fig = Figure(figsize=(6.4, 0.45 * len(ranked) + 1.0))
+            FigureCanvasSVG(fig)
+            ax = fig.add_subplot()
+            ys = list(range(len(ranked)))[::-1]
+            iqms = [s.iqm for _, s in ranked]
+            errs = [[s.iqm - s.ci[0] for _, s in ranked], [s.ci[1] - s.iqm for _, s in ranked]]
+            ax.barh(ys, iqms, xerr=errs, color="#4c72b0", ecolor="#222222", capsize=3)
+            ax.set_yticks(ys, [entry["name"] for entry, _ in ranked])
+            ax.set_xlabel("IQM normalised score (95% stratified-bootstrap CI)")
+            ax.set_title(f"{group.suite} / {group.protocol.name}")
+            fig.tight_layout()
+            out[f"{group.key}-iqm.svg"] = _svg(fig)
+        fig = Figure(figsize=(6.4, 0.35 * len(group.datasets) * max(1, len(names)) ** 0.5 + 1.2))
+        FigureCanvasSVG(fig)
+        ax = fig.add_subplot()
+        ys = list(range(len(group.datasets)))[::-1]
+        for i, (entry, s) in enumerate(group.rows):
+            offset = (i - (len(group.rows) - 1) / 2) * 0.12
+            means = [s.datasets[d].mean for d in group.datasets]
+            errs = [s.datasets[d].stderr for d in group.datasets]
+            ax.errorbar(means, [y + offset for y in ys], xerr=errs, fmt="o", markersize=4, capsize=2,
+                        label=entry["name"])
+        ax.set_yticks(ys, group.datasets)
+        ax.set_xlabel("headline score, mean over seeds (normalised where the task has reference scores)")
+        if group.rows:
+            ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        out[f"{group.key}-datasets.svg"] = _svg(fig)
+    return out
+
+
+def _svg(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------- README.md
+def render_readme(groups: list[Group], figures: dict[str, bytes]) -> str:
+    lines = ["# offbench leaderboard", "",
+             "Generated by `offbench leaderboard build` from `leaderboard/entries/*.json`; do not edit by hand.",
+             "Entries are data: raw per-episode evaluation returns for every dataset and seed of a protocol.",
+             "Every number below is recomputed from those returns (submitted aggregates are never used):",
+             "a run's score is the protocol's headline rule over its evaluations' mean normalised scores",
+             "(catalogue reference scores), and a table's aggregate is the IQM over seeds x datasets with a",
+             "95% stratified-bootstrap interval.", "",
+             "How to submit: see [SCHEMA.md](SCHEMA.md) (entry format, `offbench leaderboard submit`, `validate`,",
+             "`verify`). The browsable board is `site/index.html`.", ""]
+    if not groups:
+        lines += ["_No entries yet._", ""]
+    for group in groups:
+        p = group.protocol
+        lines += [f"## Suite `{group.suite}`, protocol `{p.name}`", "",
+                  f"Headline: {p.headline.describe()}; {len(p.seeds)} seeds x {len(p.datasets)} datasets.", ""]
+        if f"{group.key}-iqm.svg" in figures:
+            lines += [f"![IQM of {group.key}](site/figures/{group.key}-iqm.svg)", ""]
+        lines += ["| rank | entry | algorithm | IQM [95% CI] | mean | selection | authors | links |",
+                  "|---:|---|---|---|---:|---|---|---|"]
+        for rank, (entry, s) in enumerate(group.rows, 1):
+            ci = f"{fmt(s.iqm)} [{fmt(s.ci[0])}, {fmt(s.ci[1])}]" if s.iqm is not None else "-"
+            links = " ".join(f"[{label}]({url})" for label, url in
+                             (("paper", safe_url(entry["paper"])), ("code", safe_url(entry["code"]))) if url)
+            lines.append(f"| {rank} | {md(entry['name'])} | {md(entry['algorithm']['name'])} | {ci} | {fmt(s.mean)} | "
+                         f"{md(selection_text(entry))} | {md(', '.join(entry['authors'])) or '-'} | {links or '-'} |")
+        lines += ["", "Per-dataset headline scores (mean ± standard error over seeds):", "",
+                  "| dataset | " + " | ".join(md(entry["name"]) for entry, _ in group.rows) + " |",
+                  "|---|" + "---:|" * len(group.rows)]
+        for d in p.datasets:
+            cells = [f"{fmt(s.datasets[d].mean)} ± {fmt(s.datasets[d].stderr)}" for _, s in group.rows]
+            lines.append(f"| {md(d)} | " + " | ".join(cells) + " |")
+        lines += ["", f"![per-dataset scores of {group.key}](site/figures/{group.key}-datasets.svg)", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------------- site/index.html
+SORT_SCRIPT = """
+(function () {
+  "use strict";
+  function key(row, index, numeric) {
+    var value = row.cells[index].getAttribute("data-sort");
+    if (value === null) { value = row.cells[index].textContent; }
+    if (!numeric) { return value; }
+    var number = parseFloat(value);
+    return isNaN(number) ? null : number;
+  }
+  function sortTable(table, th, index) {
+    var ascending = th.getAttribute("aria-sort") !== "ascending";
+    var headers = table.tHead.rows[0].cells;
+    for (var i = 0; i < headers.length; i++) { headers[i].removeAttribute("aria-sort"); }
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    var numeric = th.getAttribute("data-type") === "number";
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a, index, numeric), y = key(b, index, numeric), c = 0;
+      if (x === null || y === null) {
+        c = (x === null) - (y === null);
+        if (c !== 0) { return c; }  /* missing values last in both directions */
+      } else if (x < y) { c = -1; } else if (x > y) { c = 1; }
+      if (!ascending) { c = -c; }
+      return c !== 0 ? c : a.getAttribute("data-order") - b.getAttribute("data-order");
+    });
+    for (var r = 0; r < rows.length; r++) { body.appendChild(rows[r]); }
+  }
+  var tables = document.querySelectorAll("table.sortable");
+  for (var t = 0; t < tables.length; t++) {
+    (function (table) {
+      var headers = table.tHead.rows[0].cells;
+      for (var h = 0; h < headers.length; h++) {
+        (function (th, index) {
+          th.addEventListener("click", function () { sortTable(table, th, index); });
+        })(headers[h], h);
+      }
+    })(tables[t]);
+  }
+})();
+"""
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.sortable th { cursor: pointer; background: #f3f3f3; user-select: none; }
+th[aria-sort="ascending"]::after { content: " \\25B2"; }
+th[aria-sort="descending"]::after { content: " \\25BC"; }
+details { margin: 0.5rem 0; }
+pre { background: #f7f7f7; padding: 0.5rem; overflow-x: auto; }
+img { max-width: 100%; }
+"""
+
+
+def _th(label: str, numeric: bool) -> str:
+    kind = ' data-type="number"' if numeric else ""
+    return f'<th scope="col"{kind}>{e(label)}</th>'
+
+
+def _td(text: str, sort: str | None = None, numeric: bool = False) -> str:
+    attrs = (f' data-sort="{e(sort)}"' if sort is not None else "") + (' class="num"' if numeric else "")
+    return f"<td{attrs}>{text}</td>"
+
+
+def _links(entry: dict) -> str:
+    parts = [f'<a href="{e(url)}" rel="nofollow noopener noreferrer">{label}</a>'
+             for label, url in (("paper", safe_url(entry["paper"])), ("code", safe_url(entry["code"]))) if url]
+    return " ".join(parts) or "-"
+
+
+def _group_html(group: Group, figures: dict[str, bytes]) -> list[str]:
+    p = group.protocol
+    out = [f'<section id="group-{e(group.key)}">', f"<h2>Suite {e(group.suite)}, protocol {e(p.name)}</h2>",
+           f"<p>Headline: {e(p.headline.describe())}; {len(p.seeds)} seeds &times; {len(p.datasets)} datasets. "
+           "Click a column header to sort.</p>"]
+    if f"{group.key}-iqm.svg" in figures:
+        out.append(f'<img src="figures/{e(group.key)}-iqm.svg" alt="IQM with 95% intervals, {e(group.key)}">')
+    out.append(f'<table class="sortable board" id="board-{e(group.key)}"><thead><tr>'
+               + "".join(_th(label, numeric) for label, numeric in
+                         (("rank", True), ("entry", False), ("algorithm", False), ("IQM", True),
+                          ("CI low", True), ("CI high", True), ("mean", True), ("selection", False),
+                          ("authors", False), ("links", False)))
+               + "</tr></thead><tbody>")
+    for rank, (entry, s) in enumerate(group.rows, 1):
+        ci = s.ci or (None, None)
+        cells = [_td(str(rank), str(rank), True),
+                 _td(f'<a href="#entry-{e(group.key)}-{e(entry["name"])}">{e(entry["name"])}</a>', entry["name"]),
+                 _td(e(entry["algorithm"]["name"]), entry["algorithm"]["name"]),
+                 _td(fmt(s.iqm), sort_value(s.iqm), True), _td(fmt(ci[0]), sort_value(ci[0]), True),
+                 _td(fmt(ci[1]), sort_value(ci[1]), True), _td(fmt(s.mean), sort_value(s.mean), True),
+                 _td(e(selection_text(entry)), selection_text(entry)),
+                 _td(e(", ".join(entry["authors"])) or "-", ", ".join(entry["authors"])), _td(_links(entry), "")]
+        out.append(f'<tr data-order="{rank}" data-entry="{e(entry["name"])}">' + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    # per-dataset detail: datasets x entries
+    out.append("<h3>Per-dataset headline scores (mean &plusmn; s.e. over seeds)</h3>")
+    out.append(f'<table class="sortable datasets" id="datasets-{e(group.key)}"><thead><tr>' + _th("dataset", False)
+               + "".join(_th(entry["name"], True) for entry, _ in group.rows) + "</tr></thead><tbody>")
+    for i, d in enumerate(p.datasets, 1):
+        cells = [_td(e(d), d)] + [_td(f"{fmt(s.datasets[d].mean)} &plusmn; {fmt(s.datasets[d].stderr)}",
+                                      sort_value(s.datasets[d].mean), True) for _, s in group.rows]
+        out.append(f'<tr data-order="{i}">' + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    out.append(f'<img src="figures/{e(group.key)}-datasets.svg" alt="per-dataset scores, {e(group.key)}">')
+    out.append("<h3>Entries</h3>")
+    for entry, s in group.rows:
+        out += _entry_html(group, entry, s)
+    out.append("</section>")
+    return out
+
+
+def _entry_html(group: Group, entry: dict, s) -> list[str]:
+    algo = entry["algorithm"]
+    facts = [("algorithm", algo["name"]), ("version", algo.get("version") or "-"),
+             ("import path", algo["import_path"]), ("code commit", entry["code_commit"] or "-"),
+             ("offbench version", entry["offbench_version"]), ("authors", ", ".join(entry["authors"]) or "-"),
+             ("hyperparameter selection", selection_text(entry)), ("runs", str(s.runs))]
+    out = [f'<details id="entry-{e(group.key)}-{e(entry["name"])}"><summary>{e(entry["name"])}</summary><dl>']
+    out += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts]
+    out.append(f"<dt>links</dt><dd>{_links(entry)}</dd>")
+    out.append(f"<dt>compute</dt><dd><pre>{e(json.dumps(entry['compute'], indent=1, sort_keys=True))}</pre></dd>")
+    out.append(f"<dt>config</dt><dd><pre>{e(json.dumps(entry['config'], indent=1, sort_keys=True))}</pre></dd></dl>")
+    seeds = sorted({seed for d in s.datasets.values() for seed in d.seeds})
+    out.append('<table class="sortable seeds"><thead><tr>' + _th("dataset", False)
+               + "".join(_th(f"seed {seed}", True) for seed in seeds) + _th("final success", True)
+               + "</tr></thead><tbody>")
+    for i, (d, ds) in enumerate(s.datasets.items(), 1):
+        by_seed = dict(zip(ds.seeds, ds.scores))
+        cells = [_td(e(d), d)] + [_td(fmt(by_seed.get(seed), 2), sort_value(by_seed.get(seed)), True) for seed in seeds]
+        cells.append(_td(fmt(ds.final_success, 2), sort_value(ds.final_success), True))
+        out.append(f'<tr data-order="{i}">' + "".join(cells) + "</tr>")
+    out.append("</tbody></table></details>")
+    return out
+
+
+def render_index(groups: list[Group], figures: dict[str, bytes]) -> str:
+    script_hash = base64.b64encode(hashlib.sha256(SORT_SCRIPT.encode()).digest()).decode()
+    csp = (f"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
+           "base-uri 'none'; form-action 'none'")
+    body = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{e(csp)}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            '<link rel="icon" href="data:,">',  # no favicon request (a 404 in the console)
+            "<title>offbench leaderboard</title>", f"<style>{STYLE}</style></head><body>",
+            "<h1>offbench leaderboard</h1>",
+            "<p>Every number is recomputed from the entries' raw per-episode evaluation returns: a run's "
+            "score follows its protocol's headline rule on mean normalised scores, and each table ranks entries "
+            "by the IQM over seeds &times; datasets with a 95% stratified-bootstrap interval.</p>"]
+    if not groups:
+        body.append("<p>No entries yet.</p>")
+    if groups:
+        body.append("<nav><ul>" + "".join(f'<li><a href="#group-{e(g.key)}">{e(g.suite)} / {e(g.protocol.name)}</a></li>'
+                                          for g in groups) + "</ul></nav>")
+    for group in groups:
+        body += _group_html(group, figures)
+    body += [f"<script>{SORT_SCRIPT}</script>", "</body></html>"]
+    return "\n".join(body) + "\n"

@@ -1,0 +1,120 @@
+"""Build an entry from an ``offbench reproduce`` results directory (raw returns, not aggregates)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from offbench.errors import OffbenchError
+from offbench.leaderboard.schema import SCHEMA_VERSION, check_entry
+
+
+def parse_selection(text: str) -> dict[str, Any]:
+    """``offline`` or ``online:BUDGET`` (BUDGET: the online evaluations spent choosing hyperparameters)."""
+    if text == "offline":
+        return {"kind": "offline"}
+    kind, _, budget = text.partition(":")
+    if kind == "online" and budget.strip():
+        return {"kind": "online", "budget": budget.strip()}
+    raise OffbenchError(f"--selection {text!r}: use 'offline' or 'online:BUDGET' "
+                        "(e.g. 'online:5 configurations x 10 episodes per dataset')")
+
+
+def _finite(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _run_extras(run_dir: Path) -> tuple[dict, dict[int, list[bool]]]:
+    """Settings/content hash from a run's config.json and per-episode success flags, where recorded."""
+    extras: dict[str, Any] = {}
+    flags: dict[int, list[bool]] = {}
+    config = run_dir / "config.json"
+    if config.is_file():
+        info = json.loads(config.read_text())
+        if info.get("dataset", {}).get("content_sha256"):
+            extras["content_sha256"] = info["dataset"]["content_sha256"]
+        if isinstance(info.get("algorithm_overrides"), dict):
+            extras["settings"] = info["algorithm_overrides"]
+    evaluations = run_dir / "evaluations.jsonl"
+    if evaluations.is_file():
+        for line in evaluations.read_text().splitlines():
+            ev = json.loads(line)
+            success = ev.get("success", ev.get("successes"))
+            if isinstance(success, list):
+                flags[int(ev["step"])] = [bool(s) for s in success]
+    return extras, flags
+
+
+def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | None = None,
+                       display_name: str | None = None, version: str | None = None,
+                       authors: list[str] | None = None, paper: str | None = None, code: str | None = None,
+                       commit: str | None = None, selection: str = "offline",
+                       hardware: str | None = None) -> dict[str, Any]:
+    """One entry for ``algorithm`` (default: the directory's only algorithm). Shape-checked, not validated."""
+    from offbench.algorithm import BUILTIN
+    from offbench.evaluation.results import load_results
+
+    results_dir = Path(results_dir)
+    protocol, manifest, table = load_results(results_dir)
+    algorithms = sorted(table["algorithm"].astype(str).unique())
+    if algorithm is None:
+        if len(algorithms) != 1:
+            raise OffbenchError(f"{results_dir} holds {len(algorithms)} algorithms {algorithms}: "
+                                "choose one with --algo")
+        algorithm = algorithms[0]
+    if algorithm not in algorithms:
+        raise OffbenchError(f"{results_dir} has no results for algorithm {algorithm!r}; it has {algorithms}")
+    failed = [r for r in manifest.get("runs", []) if r.get("algorithm") == algorithm and r.get("status") != "finished"]
+    if failed:
+        shown = ", ".join(f"{r['dataset']} seed {r['seed']}" for r in failed[:5])
+        raise OffbenchError(f"{results_dir}: {len(failed)} run(s) of {algorithm} did not finish ({shown}); "
+                            "re-run `offbench reproduce` with the same --out to finish them, then submit")
+    hashes = manifest.get("dataset_sha256") or {}
+    sub = table[table["algorithm"].astype(str) == algorithm].sort_values(["dataset", "seed", "step"], kind="stable")
+    runs = []
+    for (dataset, seed), group in sub.groupby(["dataset", "seed"], sort=True):
+        if dataset not in hashes:
+            raise OffbenchError(f"{results_dir / 'manifest.json'}: no dataset_sha256 recorded for {dataset}; "
+                                "re-run `offbench reproduce` with the same --out to record it")
+        run_dir = results_dir / str(group["run_dir"].iloc[0])
+        extras, flags = _run_extras(run_dir)
+        evaluations = []
+        for row in group.itertuples(index=False):
+            returns = [float(r) for r in json.loads(row.returns)]
+            ev: dict[str, Any] = {"step": int(row.step), "episodes": int(row.episodes),
+                                  "eval_seed": int(row.eval_seed), "returns": returns}
+            if int(row.step) in flags:
+                ev["success"] = flags[int(row.step)]
+            rate = _finite(row.success_rate) if row.success_rate == row.success_rate else None
+            if rate is not None:
+                ev["success_rate"] = rate
+            evaluations.append(ev)
+        runs.append({"dataset": str(dataset), "seed": int(seed), "dataset_sha256": hashes[dataset],
+                     "gradient_steps": int(group["step"].max()), **extras, "evaluations": evaluations})
+    builtin = algorithm in BUILTIN
+    compute = {key: manifest.get(key) for key in ("backend", "workers", "wall_time_seconds", "run_seconds_total")
+               if manifest.get(key) is not None}
+    if hardware:
+        compute["hardware"] = hardware
+    entry = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "algorithm": {"name": display_name or algorithm, "import_path": algorithm,
+                      "version": version or (manifest.get("offbench_version") if builtin else None)},
+        "authors": list(authors or []),
+        "paper": paper,
+        "code": code,
+        "code_commit": commit or (manifest.get("git_commit") if builtin else None),
+        "offbench_version": manifest.get("offbench_version") or "unknown",
+        "suite": protocol.suite,
+        "protocol": {"name": protocol.name, "headline": {"kind": protocol.headline.kind, "n": protocol.headline.n}},
+        "hyperparameter_selection": parse_selection(selection),
+        "compute": compute,
+        "config": protocol.settings(algorithm),
+        "runs": runs,
+    }
+    return check_entry(json.loads(json.dumps(entry)), results_dir)

@@ -1,0 +1,192 @@
+"""Check an entry against everything outside it: the catalogue cards (dataset ids, sha256), the
+protocol it names (every dataset x seed, gradient steps, evaluation schedule and episodes),
+plausible values, and the names of the other entries. Data only: nothing submitted is imported.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offbench.errors import OffbenchError
+from offbench.leaderboard.schema import EntryError, read_entry
+
+# Returns further than this many reference spans (|expert - random|) outside the reference range
+# are implausible: generous, because a bad policy can be far worse than random.
+PLAUSIBLE_SPANS = 10.0
+
+
+@dataclass(frozen=True)
+class EvalSlot:
+    step: int
+    episodes: int
+
+
+def shipped_protocol(entry: dict[str, Any], path: str | Path):
+    """The protocol an entry names, from offbench's shipped protocols (never from the entry)."""
+    from offbench.protocol import load_protocol, protocol_names
+
+    name = entry["protocol"]["name"]
+    if name not in protocol_names():
+        raise EntryError(path, "protocol.name", f"unknown protocol; the board accepts {protocol_names()}",
+                         value=name, hint="run `offbench reproduce` with a shipped protocol and submit that")
+    protocol = load_protocol(name)
+    if entry["suite"] != protocol.suite:
+        raise EntryError(path, "suite", f"protocol {name!r} is a {protocol.suite!r}-suite protocol",
+                         value=entry["suite"], hint=f"set suite to {protocol.suite!r}")
+    declared = entry["protocol"].get("headline")
+    if declared is not None and declared != {"kind": protocol.headline.kind, "n": protocol.headline.n}:
+        raise EntryError(path, "protocol.headline", f"protocol {name!r} scores runs by the "
+                         f"{protocol.headline.describe()}", value=declared,
+                         hint="the board recomputes headlines with the protocol's rule; fix or drop the field")
+    return protocol
+
+
+def expected_schedule(protocol, algorithm: str, seed: int) -> tuple[int, list[EvalSlot]]:
+    """Gradient steps and the evaluations (step, episodes) ``offbench.train.fit`` makes under the protocol."""
+    cfg = protocol.train_config(algorithm, seed)
+    steps = list(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every))
+    if not steps or steps[-1] != cfg.steps:
+        steps.append(cfg.steps)
+    return cfg.steps, [EvalSlot(s, cfg.final_eval_episodes if s == cfg.steps else cfg.eval_episodes) for s in steps]
+
+
+def plausible_range(card) -> tuple[float, float] | None:
+    """Returns outside this range are rejected: the reference range (and the dataset's own episode
+    returns) widened by ``PLAUSIBLE_SPANS`` reference spans on each side."""
+    points = []
+    ref = card.reference_scores or {}
+    if ref.get("random") is not None and ref.get("expert") is not None:
+        points += [float(ref["random"]), float(ref["expert"])]
+    if card.returns.get("min") is not None and card.returns.get("max") is not None:
+        points += [float(card.returns["min"]), float(card.returns["max"])]
+    if not points:
+        return None
+    span = max(max(points) - min(points), 1.0)
+    return min(points) - PLAUSIBLE_SPANS * span, max(points) + PLAUSIBLE_SPANS * span
+
+
+def validate_entry(entry: dict[str, Any], path: str | Path, *, entries_dir: str | Path | None = None,
+                   check_unique: bool = True):
+    """Raise :class:`EntryError` at the first problem; returns the shipped protocol on success."""
+    from offbench.data.catalogue import get_card
+
+    protocol = shipped_protocol(entry, path)
+    algorithm = entry["algorithm"]["import_path"]
+    cards: dict[str, Any] = {}
+    seen: dict[tuple[str, int], int] = {}
+    for i, run in enumerate(entry["runs"]):
+        where = f"runs[{i}]"
+        dataset, seed = run["dataset"], run["seed"]
+        if (dataset, seed) in seen:
+            raise EntryError(path, where, f"duplicate run: runs[{seen[dataset, seed]}] has the same dataset and seed",
+                             value=[dataset, seed], hint="keep one run per (dataset, seed)")
+        seen[dataset, seed] = i
+        if dataset not in cards:
+            try:
+                cards[dataset] = get_card(dataset)
+            except OffbenchError as exc:
+                raise EntryError(path, f"{where}.dataset", "unknown dataset id", value=dataset, hint=str(exc)) from None
+        if dataset not in protocol.datasets:
+            raise EntryError(path, f"{where}.dataset", f"dataset is not part of protocol {protocol.name!r}",
+                             value=dataset, hint="remove runs outside the protocol")
+        card = cards[dataset]
+        if not card.sha256:
+            raise EntryError(path, f"{where}.dataset_sha256", f"the catalogue card of {dataset} records no sha256, "
+                             "so the file cannot be checked", hint="use a catalogue dataset with a published file")
+        if run["dataset_sha256"] != card.sha256:
+            raise EntryError(path, f"{where}.dataset_sha256", f"does not match the catalogue card of {dataset} "
+                             f"({card.sha256})", value=run["dataset_sha256"],
+                             hint=f"re-run on the catalogue file (`offbench datasets verify {dataset}`; re-download it "
+                                  "if the check fails)")
+        content = run.get("content_sha256")
+        if content is not None and card.content_sha256 and content != card.content_sha256:
+            raise EntryError(path, f"{where}.content_sha256", f"does not match the catalogue card of {dataset} "
+                             f"({card.content_sha256})", value=content, hint="re-run on the catalogue dataset")
+        if seed not in protocol.seeds:
+            raise EntryError(path, f"{where}.seed", f"protocol {protocol.name!r} uses seeds {protocol.seeds}",
+                             value=seed, hint="remove runs with other seeds")
+        _check_schedule(path, where, run, protocol, algorithm)
+        _check_values(path, where, run, card)
+    missing = [(d, s) for d in protocol.datasets for s in protocol.seeds if (d, s) not in seen]
+    if missing:
+        shown = ", ".join(f"{d} seed {s}" for d, s in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise EntryError(path, "runs", f"protocol {protocol.name!r} needs every dataset x seed; "
+                         f"{len(missing)} missing: {shown}",
+                         hint="finish the runs (`offbench reproduce` resumes) and submit again")
+    if check_unique and entries_dir is not None:
+        check_unique_name(entry["name"], path, entries_dir)
+    return protocol
+
+
+def _check_schedule(path, where: str, run: dict, protocol, algorithm: str) -> None:
+    steps, slots = expected_schedule(protocol, algorithm, run["seed"])
+    if run["gradient_steps"] != steps:
+        raise EntryError(path, f"{where}.gradient_steps", f"protocol {protocol.name!r} trains {algorithm} for "
+                         f"{steps} gradient steps", value=run["gradient_steps"],
+                         hint="re-run under the protocol's settings")
+    got = [(ev["step"], ev["episodes"]) for ev in run["evaluations"]]
+    want = [(s.step, s.episodes) for s in slots]
+    if got != want:
+        first = next((j for j, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
+        field = f"{where}.evaluations[{first}]" if first < len(got) else f"{where}.evaluations"
+        value = got[first] if first < len(got) else f"{len(got)} evaluations"
+        expected = want[first] if first < len(want) else "no more evaluations"
+        raise EntryError(path, field, f"protocol {protocol.name!r} evaluates (step, episodes) = "
+                         f"{expected} here ({len(want)} evaluations in all)", value=value,
+                         hint="submit the evaluations exactly as the protocol's run made them")
+
+
+def _check_values(path, where: str, run: dict, card) -> None:
+    bounds = plausible_range(card)
+    for j, ev in enumerate(run["evaluations"]):
+        if bounds is not None:
+            for k, r in enumerate(ev["returns"]):
+                if not bounds[0] <= r <= bounds[1]:
+                    raise EntryError(path, f"{where}.evaluations[{j}].returns[{k}]",
+                                     f"implausible return for {card.id} (accepted range "
+                                     f"[{bounds[0]:.6g}, {bounds[1]:.6g}], {PLAUSIBLE_SPANS:g} reference spans "
+                                     "around the card's reference and dataset returns)", value=r,
+                                     hint="submit raw undiscounted episode returns, not normalised scores")
+        success, rate = ev.get("success"), ev.get("success_rate")
+        if success is not None and rate is not None and abs(sum(success) / len(success) - rate) > 1e-6:
+            raise EntryError(path, f"{where}.evaluations[{j}].success_rate", "disagrees with the success flags",
+                             value=rate)
+
+
+def entry_names(entries_dir: str | Path, *, exclude: str | Path | None = None) -> dict[str, Path]:
+    """Lower-cased name -> file of every readable entry in ``entries_dir`` (other than ``exclude``)."""
+    names: dict[str, Path] = {}
+    root = Path(entries_dir)
+    if not root.is_dir():
+        return names
+    skip = Path(exclude).resolve() if exclude else None
+    for p in sorted(root.glob("*.json")):
+        if skip is not None and p.resolve() == skip:
+            continue
+        try:
+            name = json.loads(p.read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError, AttributeError):
+            name = None
+        names[str(name or p.stem).lower()] = p
+    return names
+
+
+def check_unique_name(name: str, path: str | Path, entries_dir: str | Path) -> None:
+    # case-insensitive: entries become files, and some file systems fold case
+    other = entry_names(entries_dir, exclude=path).get(name.lower())
+    if other is not None:
+        raise EntryError(path, "name", f"an entry with this name already exists ({other})", value=name,
+                         hint="choose another --name (names are unique and case-insensitive)")
+    root = Path(entries_dir).resolve()
+    if Path(path).resolve().parent == root and Path(path).name != f"{name}.json":
+        raise EntryError(path, "name", f"an entry in {entries_dir} must be stored as {name}.json", value=name,
+                         hint=f"rename the file to {name}.json")
+
+
+def validate_file(path: str | Path, *, entries_dir: str | Path | None = None, check_unique: bool = True):
+    """Read, shape-check and validate one entry file: ``(entry, protocol)``."""
+    entry = read_entry(path)
+    protocol = validate_entry(entry, path, entries_dir=entries_dir, check_unique=check_unique)
+    return entry, protocol

@@ -1,0 +1,172 @@
+"""Evaluation protocols as data: which runs make a table, and how each run is scored.
+
+A protocol is a TOML file (``offbench/protocols/<name>.toml`` ships ``smoke``, ``lite`` and
+``full``; any path works too)::
+
+    name = "lite"
+    suite = "lite"
+    description = "..."
+    seeds = [0, 1, 2]
+    datasets = ["lite/pendulum/medium-v0", ...]
+    algorithms = ["bc", "iql", ...]
+
+    [train]                 # offbench.train.TrainConfig fields for every run
+    steps = 10000
+    eval_every = 1000
+    eval_episodes = 10
+    final_eval_episodes = 20
+
+    [headline]              # the score of a run: "last" or "mean_last_n" (with n)
+    kind = "mean_last_n"
+    n = 3
+
+    [overrides.cql]         # per-algorithm exceptions
+    train = { steps = 5000 }
+    settings = { num_sampled_actions = 4 }
+
+The headline score is never "best over training": that is reported only as a labelled,
+optimistic secondary (REFERENCE §3).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from offbench.errors import OffbenchError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
+HEADLINE_KINDS = ("last", "mean_last_n")
+
+
+@dataclass(frozen=True)
+class Headline:
+    kind: str = "last"
+    n: int = 1
+
+    def describe(self) -> str:
+        return "last evaluation" if self.kind == "last" else f"mean of the last {self.n} evaluations"
+
+
+@dataclass
+class Protocol:
+    name: str
+    suite: str
+    description: str
+    seeds: list[int]
+    datasets: list[str]
+    algorithms: list[str]
+    train: dict[str, Any]
+    headline: Headline
+    per_algorithm: dict[str, dict[str, Any]] = field(default_factory=dict)
+    path: Path | None = None
+
+    def train_config(self, algorithm: str, seed: int):
+        """The TrainConfig of one run: protocol ``[train]`` < ``[algorithms.X].train``, seeded."""
+        from offbench.train import TrainConfig
+
+        values = {**self.train, **self.per_algorithm.get(algorithm, {}).get("train", {}), "seed": seed}
+        return TrainConfig(**values)
+
+    def settings(self, algorithm: str) -> dict[str, Any]:
+        """Algorithm settings the protocol fixes (on top of the algorithm's own defaults)."""
+        return dict(self.per_algorithm.get(algorithm, {}).get("settings", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "suite": self.suite, "description": self.description, "seeds": self.seeds,
+                "datasets": self.datasets, "algorithms": self.algorithms, "train": self.train,
+                "headline": {"kind": self.headline.kind, "n": self.headline.n},
+                "overrides": self.per_algorithm}
+
+    def restricted(self, *, algorithms: list[str] | None = None, datasets: list[str] | None = None,
+                   seeds: int | list[int] | None = None) -> "Protocol":
+        """The same protocol on a subset (or, for seeds, a different count) of runs."""
+        import copy
+
+        new = copy.deepcopy(self)
+        if algorithms:
+            new.algorithms = list(algorithms)
+        if datasets:
+            new.datasets = list(datasets)
+        if seeds is not None:
+            new.seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+        return new
+
+
+def protocol_names() -> list[str]:
+    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.toml"))
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    """A shipped protocol by name (``lite``) or a TOML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = PROTOCOL_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise OffbenchError(f"unknown protocol {str(name_or_path)!r}: use one of {protocol_names()} "
+                                "or the path of a protocol TOML file")
+    if not path.is_file():
+        raise OffbenchError(f"protocol file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise OffbenchError(f"{path}: invalid TOML ({exc})") from None
+    return parse_protocol(raw, path)
+
+
+def parse_protocol(raw: dict[str, Any], path: Path | None = None) -> Protocol:
+    where = str(path) if path else "protocol"
+    from offbench.train import TrainConfig
+
+    def need(key, kind):
+        if key not in raw:
+            raise OffbenchError(f"{where}: missing field {key!r}")
+        if not isinstance(raw[key], kind):
+            raise OffbenchError(f"{where}: field {key!r} must be a {kind.__name__}")
+        return raw[key]
+
+    train_fields = {f.name for f in fields(TrainConfig)} - {"seed"}
+
+    def check_train(values: dict, context: str) -> dict:
+        unknown = sorted(set(values) - train_fields)
+        if unknown:
+            raise OffbenchError(f"{where}: {context} has unknown training settings {unknown}; "
+                                f"known: {sorted(train_fields)}")
+        return dict(values)
+
+    seeds = need("seeds", (list, int))
+    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise OffbenchError(f"{where}: 'seeds' must be a positive count or a list of distinct seeds")
+    headline_raw = raw.get("headline", {})
+    headline = Headline(kind=str(headline_raw.get("kind", "last")), n=int(headline_raw.get("n", 1)))
+    if headline.kind not in HEADLINE_KINDS or headline.n < 1:
+        raise OffbenchError(f"{where}: headline.kind must be one of {HEADLINE_KINDS} and headline.n >= 1")
+    per_algorithm = {}
+    for name, table in raw.get("overrides", {}).items():
+        unknown = sorted(set(table) - {"train", "settings"})
+        if unknown:
+            raise OffbenchError(f"{where}: [overrides.{name}] has unknown keys {unknown}; "
+                                "use 'train' and 'settings'")
+        per_algorithm[name] = {"train": check_train(table.get("train", {}), f"[overrides.{name}].train"),
+                               "settings": dict(table.get("settings", {}))}
+    return Protocol(name=need("name", str), suite=need("suite", str), description=str(raw.get("description", "")),
+                    seeds=seeds, datasets=list(need("datasets", list)), algorithms=list(need("algorithms", list)),
+                    train=check_train(raw.get("train", {}), "[train]"), headline=headline,
+                    per_algorithm=per_algorithm, path=path)
+
+
+def headline_score(scores: list[float], headline: Headline) -> float:
+    """A run's score from its evaluation scores in step order (one number per evaluation)."""
+    if not scores:
+        raise ValueError("a run with no evaluations has no score")
+    if headline.kind == "last":
+        return float(scores[-1])
+    tail = scores[-headline.n:]
+    return float(sum(tail) / len(tail))
