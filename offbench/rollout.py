@@ -19,6 +19,7 @@ class RolloutResult:
     lengths: np.ndarray  # [episodes]
     terminated: np.ndarray  # [episodes] bool: ended by the MDP, not the time limit
     success: np.ndarray | None = None  # [episodes] bool where the env reports info["success"] / "is_success"
+    discounted_returns: np.ndarray | None = None  # [episodes] sum_t gamma^t r_t, only when rollout(gamma=...)
 
     @property
     def mean(self) -> float:
@@ -45,15 +46,17 @@ class EpisodicPolicy(Protocol):
 
 
 def rollout(policy: Callable[[np.ndarray], np.ndarray] | EpisodicPolicy, env_id: str, episodes: int, *, seed: int,
-            parallel: int = 10, env_kwargs: dict | None = None) -> RolloutResult:
+            parallel: int = 10, env_kwargs: dict | None = None, gamma: float | None = None) -> RolloutResult:
     """Run ``episodes`` full episodes; ``policy`` maps a batch of observations to a batch of
     actions (or is an :class:`EpisodicPolicy`).
 
     Episode i is reset with seed ``seed + i``, so results do not depend on ``parallel``.
+    ``gamma`` also accumulates the discounted returns ``sum_t gamma^t r_t`` (``discounted_returns``).
     """
     episodic = hasattr(policy, "reset") and hasattr(policy, "act")
     envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(min(parallel, episodes))]
     returns = np.zeros(episodes)
+    discounted = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     terminated = np.zeros(episodes, dtype=bool)
     success = np.zeros(episodes, dtype=bool)
@@ -83,6 +86,8 @@ def rollout(policy: Callable[[np.ndarray], np.ndarray] | EpisodicPolicy, env_id:
             obs, reward, term, trunc, info = env.step(action)
             rewards[k] = float(reward)
             returns[i] += float(reward)
+            if gamma is not None:
+                discounted[i] += float(gamma) ** int(lengths[i]) * float(reward)
             lengths[i] += 1
             for key in ("success", "is_success"):
                 if key in info:
@@ -101,4 +106,5 @@ def rollout(policy: Callable[[np.ndarray], np.ndarray] | EpisodicPolicy, env_id:
                 start(env)
     for env in envs:
         env.close()
-    return RolloutResult(returns, lengths, terminated, success if saw_success else None)
+    return RolloutResult(returns, lengths, terminated, success if saw_success else None,
+                         discounted if gamma is not None else None)

@@ -3,6 +3,11 @@ float32 matmul peak.
 
     python scripts/bench_train.py            # full run
     python scripts/bench_train.py --quick    # under a minute or two
+    python scripts/bench_train.py --d3rlpy /tmp/d3rlpy   # also d3rlpy 2.8's own updates, same run
+
+d3rlpy pins an old gymnasium, so it is installed apart, without its dependencies:
+``pip install --no-deps --target /tmp/d3rlpy d3rlpy==2.8.1 gym structlog dataclasses-json marshmallow
+typing-inspect mypy-extensions`` and timed in a subprocess with that folder on ``PYTHONPATH``.
 
 Prints one JSON object per line. Every figure includes batch sampling (the algorithm's own
 sampler on a 1M-step HalfCheetah-shaped dataset: obs 17, act 6), batch 256, at the reference
@@ -67,11 +72,65 @@ def matmul_peak(seconds: float = 1.0) -> float:
     return 2 * 256**3 * n / (time.perf_counter() - t0)
 
 
+# d3rlpy's own configuration of each algorithm at the same sizes; timed as sample + update,
+# which is what its fit loop does per step.
+D3RLPY_SCRIPT = r"""
+import json, sys, time
+import numpy as np, torch
+import d3rlpy
+
+name, threads, budget = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+torch.set_num_threads(threads)
+rng = np.random.default_rng(0)
+n = 1_000_000
+timeouts = np.zeros(n)
+timeouts[999::1000] = 1
+dataset = d3rlpy.dataset.MDPDataset(rng.standard_normal((n, 17), dtype=np.float32),
+                                    rng.uniform(-1, 1, (n, 6)).astype(np.float32),
+                                    rng.standard_normal(n, dtype=np.float32), np.zeros(n), timeouts=timeouts)
+enc2 = d3rlpy.models.VectorEncoderFactory(hidden_units=[256, 256])
+enc3 = d3rlpy.models.VectorEncoderFactory(hidden_units=[256, 256, 256])
+configs = {
+    "bc": lambda: d3rlpy.algos.BCConfig(batch_size=256, encoder_factory=enc2),
+    "td3_bc": lambda: d3rlpy.algos.TD3PlusBCConfig(batch_size=256, actor_encoder_factory=enc2,
+                                                    critic_encoder_factory=enc2),
+    "awac": lambda: d3rlpy.algos.AWACConfig(batch_size=256, actor_encoder_factory=enc2, critic_encoder_factory=enc2),
+    "iql": lambda: d3rlpy.algos.IQLConfig(batch_size=256, actor_encoder_factory=enc2, critic_encoder_factory=enc2,
+                                          value_encoder_factory=enc2),
+    "cql": lambda: d3rlpy.algos.CQLConfig(batch_size=256, actor_encoder_factory=enc3, critic_encoder_factory=enc3,
+                                          n_action_samples=10),
+}
+algo = configs[name]().create(device="cpu:0")
+algo.build_with_dataset(dataset)
+for _ in range(3 if name == "cql" else 20):
+    algo.update(dataset.sample_transition_batch(256))
+steps, t0 = 0, time.perf_counter()
+while time.perf_counter() - t0 < budget:
+    algo.update(dataset.sample_transition_batch(256))
+    steps += 1
+print(json.dumps({"rate": steps / (time.perf_counter() - t0), "version": d3rlpy.__version__}))
+"""
+
+
+def d3rlpy_rate(path: str, name: str, threads: int, budget: float) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": path}
+    done = subprocess.run([sys.executable, "-c", D3RLPY_SCRIPT, name, str(threads), str(budget)], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--algos", nargs="+", default=list(SETTINGS))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--d3rlpy", metavar="PATH", help="a folder holding d3rlpy 2.8 (installed --no-deps --target)")
     args = parser.parse_args()
     dataset = halfcheetah_shaped()
     for threads in args.threads:
@@ -98,6 +157,13 @@ def main() -> None:
                  gflop_per_update=round(flops / 1e9, 3), fraction_of_peak=round(flops * rate / peak, 2),
                  target=target if threads == 2 else None,
                  meets_target=(rate >= target) if (target and threads == 2) else None)
+            if args.d3rlpy:
+                theirs = d3rlpy_rate(args.d3rlpy, name, threads, budget)
+                if "error" in theirs:
+                    emit(figure=f"d3rlpy_{name}", threads=threads, error=theirs["error"])
+                else:
+                    emit(figure=f"d3rlpy_{name}", threads=threads, value=round(theirs["rate"], 1), unit="steps/s",
+                         d3rlpy_version=theirs["version"], offbench_speedup=round(rate / theirs["rate"], 2))
 
 
 if __name__ == "__main__":
