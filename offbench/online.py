@@ -66,6 +66,16 @@ def git_commit() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """Whether the checkout has uncommitted changes (so a recorded commit is not the whole story)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 # ---------------------------------------------------------------------- replay buffer
 class ReplayBuffer:
     """Preallocated, append-only transitions (no wrap-around: capacity = the run's steps).

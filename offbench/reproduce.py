@@ -175,7 +175,7 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
 
     from offbench.data.recipes import ensure_built
     from offbench.data.writer import library_versions
-    from offbench.online import git_commit
+    from offbench.online import git_commit, git_dirty
     from offbench import __version__
 
     if backend not in ("local", "ray"):
@@ -219,7 +219,7 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
         previous_wall = float(previous.get("wall_time_seconds") or 0.0)
     manifest = {"suite": protocol.suite, "protocol": protocol.name, "algorithms": protocol.algorithms,
                 "datasets": protocol.datasets, "seeds": protocol.seeds, "backend": backend, "workers": workers,
-                "git_commit": git_commit(), "offbench_version": __version__, "library_versions": library_versions(),
+                "git_commit": git_commit(), "git_dirty": git_dirty(), "offbench_version": __version__, "library_versions": library_versions(),
                 "dataset_sha256": dataset_hashes, "wall_time_seconds": None, "runs": []}
     results: dict[tuple, dict] = {}
     for spec in specs:  # cheap: reads finished run directories

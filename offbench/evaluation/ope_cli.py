@@ -1,0 +1,446 @@
+"""The OPE commands: ``offbench ope`` (an OPE study on policy zoos: estimates vs truth, DOPE
+metrics, figures), ``offbench ope zoo`` (build a zoo) and ``offbench select`` (the
+hyperparameter-selection study of :mod:`offbench.evaluation.selection`).
+
+``offbench ope DATASET|SUITE --zoo DIR`` runs every requested estimator on every zoo policy
+against the dataset and compares it with the zoo's ground truth (discounted with ``--gamma``,
+default 0.99; ``--gamma 1`` compares with the undiscounted return). A SUITE name means every
+dataset of that suite with a zoo; the suite row of the metrics is the **mean over datasets**
+of each per-dataset metric (DOPE's aggregation), its interval a stratified bootstrap
+(policies resampled within each dataset, the mean over datasets taken per resample).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from offbench.errors import OffbenchError
+
+DEFAULT_ESTIMATORS = ("fqe", "wpdis", "dr", "model", "dualdice")
+METRIC_NAMES = ("absolute_error", "spearman", "regret@1", "regret@5")
+SUITE_ROW = "MEAN over datasets"
+
+
+# ====================================================================== estimators
+def _horizon(dataset) -> int:
+    spec = dataset.metadata.env_spec or {}
+    steps = spec.get("max_episode_steps") if isinstance(spec, dict) else None
+    return int(steps or np.max(dataset.episode_lengths))
+
+
+def _tabular(dataset) -> bool:
+    import gymnasium as gym
+
+    from offbench.evaluation.ope import tabular_states
+
+    return tabular_states(dataset) is not None and isinstance(dataset.action_space, gym.spaces.Discrete)
+
+
+class EstimatorRunner:
+    """Runs named estimators on one dataset, sharing what can be shared between them and
+    between policies: FQE's Q-function is DR's model for the same policy, and one dynamics
+    ensemble (fitted on the first model-based call) serves every policy.
+
+    Targets (docs/off-policy-evaluation.md): ``fqe`` tabular = time-limited episode value
+    (``horizon`` = the env's time limit), neural = stationary discounted value; ``dualdice``
+    stationary; the IS family, ``dr``/``wdr`` and ``model`` the time-limited episode value.
+    """
+
+    def __init__(self, dataset, *, gamma: float, seed: int = 0, fqe_steps: int | None = None,
+                 dualdice_steps: int | None = None):
+        self.dataset, self.gamma, self.seed = dataset, float(gamma), int(seed)
+        self.tabular = _tabular(dataset)
+        self.horizon = _horizon(dataset)
+        self.fqe_steps, self.dualdice_steps = fqe_steps, dualdice_steps
+        self._dynamics = None
+        self._fqe_cache: tuple[Any, Any] | None = None  # (policy, its FQE estimate)
+
+    def _fqe(self, policy):
+        from offbench.evaluation import ope
+
+        if self._fqe_cache is None or self._fqe_cache[0] is not policy:
+            kwargs: dict[str, Any] = {"gamma": self.gamma, "seed": self.seed}
+            if self.tabular or self.gamma >= 1.0:
+                kwargs["horizon"] = self.horizon
+            if self.fqe_steps and not self.tabular:
+                kwargs["steps"] = self.fqe_steps
+            self._fqe_cache = (policy, ope.fqe(self.dataset, policy, **kwargs))  # one policy at a time
+        return self._fqe_cache[1]
+
+    def run(self, name: str, policy) -> Any:
+        from offbench.evaluation import ope
+
+        if name == "fqe":
+            return self._fqe(policy)
+        if name in ope.IS_VARIANTS:
+            return ope.importance_sampling(self.dataset, policy, name, gamma=self.gamma, seed=self.seed)
+        if name in ("dr", "wdr"):
+            return ope.doubly_robust(self.dataset, policy, weighted=name == "wdr", gamma=self.gamma,
+                                     q_function=self._fqe(policy).model, seed=self.seed)
+        if name == "model":
+            est = ope.model_based(self.dataset, policy, gamma=self.gamma, model=self._dynamics, seed=self.seed)
+            self._dynamics = est.model
+            return est
+        if name == "dualdice":
+            kwargs = {"steps": self.dualdice_steps} if self.dualdice_steps else {}
+            return ope.dualdice(self.dataset, policy, gamma=self.gamma, seed=self.seed, **kwargs)
+        raise OffbenchError(f"unknown estimator {name!r}; choose from {estimator_names()}")
+
+
+def estimator_names() -> list[str]:
+    return ["fqe", "is", "pdis", "wis", "wpdis", "dr", "wdr", "model", "dualdice"]
+
+
+def check_estimators(names: Sequence[str]) -> list[str]:
+    unknown = sorted(set(names) - set(estimator_names()))
+    if unknown:
+        raise OffbenchError(f"unknown estimators {unknown}; choose from {estimator_names()}")
+    return list(dict.fromkeys(names))
+
+
+# ====================================================================== the OPE study
+def _datasets_for(target: str, zoo_dir: Path) -> tuple[list[str], bool]:
+    """(dataset ids, is_suite): a catalogue id, or a suite name meaning its datasets with a zoo."""
+    from offbench.data.catalogue import list_cards
+    from offbench.evaluation.zoo import zoo_path
+
+    cards = list_cards()
+    if any(c.id == target for c in cards) or "/" in target:
+        return [target], False
+    ids = [c.id for c in cards if c.suite == target]
+    if not ids:
+        raise OffbenchError(f"{target!r} is neither a catalogue dataset id nor a suite name "
+                            f"(suites: {sorted({c.suite for c in cards})})")
+    with_zoo = [d for d in ids if (zoo_path(zoo_dir, d) / "manifest.json").is_file()]
+    if not with_zoo:
+        raise OffbenchError(f"no dataset of suite {target!r} has a zoo under {zoo_dir}; build them with "
+                            "`offbench ope zoo DATASET --from RESULTS_DIR --out ZOO_DIR`")
+    return with_zoo, True
+
+
+def estimate_zoo(dataset_id: str, zoo_dir: Path, estimators: Sequence[str], *, gamma: float, seed: int,
+                 fqe_steps: int | None = None, dualdice_steps: int | None = None,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """One row per (zoo policy, estimator): estimate, truth, seconds, error (NaN estimate on failure)."""
+    import torch
+
+    from offbench.data import load_dataset
+    from offbench.data.recipes import ensure_built
+    from offbench.evaluation.zoo import load_zoo, truth_value, zoo_policy
+
+    torch.set_num_threads(1)
+    manifest = load_zoo(zoo_dir, dataset_id)
+    ensure_built(dataset_id, progress=False)
+    dataset = load_dataset(dataset_id)
+    if manifest.get("dataset_content_sha256") not in (None, dataset.content_sha256()):
+        raise OffbenchError(f"the zoo of {dataset_id} was built for another version of the dataset "
+                            "(dataset_content_sha256 differs); rebuild it")
+    runner = EstimatorRunner(dataset, gamma=gamma, seed=seed, fqe_steps=fqe_steps, dualdice_steps=dualdice_steps)
+    rows = []
+    for entry in manifest["policies"]:
+        truth, truth_se = truth_value(entry, gamma)
+        policy = zoo_policy(zoo_dir, entry, dataset)
+        for name in estimators:
+            started = time.perf_counter()
+            value, error, details = float("nan"), "", {}
+            try:
+                est = runner.run(name, policy)
+                value, details = float(est.value), est.details
+            except (OffbenchError, ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+                error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            rows.append({"dataset": dataset_id, "policy": entry["name"], "source": entry["source"],
+                         "algorithm": entry.get("algorithm", ""), "truth": truth, "truth_stderr": truth_se,
+                         "estimator": name, "estimate": value, "seconds": round(time.perf_counter() - started, 3),
+                         "behaviour": details.get("behaviour", ""), "error": error})
+            log(f"  {dataset_id} {entry['name']} {name}: {value:.4g} (truth {truth:.4g})"
+                + (f" [{error}]" if error else ""))
+    return rows
+
+
+def _finite(t: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.isfinite(e)
+    return t[keep], e[keep]
+
+
+def metric_functions(ks: Sequence[int] = (1, 5)) -> dict[str, Callable]:
+    from offbench.evaluation import dope_metrics as dm
+
+    out = {"absolute_error": dm.absolute_error, "spearman": dm.spearman}
+    out.update({f"regret@{k}": (lambda t, e, k=k: dm.regret_at_k(t, e, k)) for k in ks})
+    return out
+
+
+def stratified_bootstrap(metric: Callable, groups: list[tuple[np.ndarray, np.ndarray]], *, resamples: int = 1000,
+                         seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean over groups (datasets) of ``metric``; interval from resampling policies within each group."""
+    point = float(np.nanmean([metric(t, e) for t, e in groups]))
+    rng = np.random.default_rng(seed)
+    stats = np.empty(resamples)
+    for r in range(resamples):
+        values = []
+        for t, e in groups:
+            rows = rng.integers(len(t), size=len(t))
+            values.append(metric(t[rows], e[rows]))
+        values = np.asarray(values, dtype=np.float64)
+        stats[r] = np.mean(values) if np.all(np.isfinite(values)) else np.nan
+    defined = stats[np.isfinite(stats)]
+    if defined.size == 0:
+        return point, float("nan"), float("nan")
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(defined, [alpha, 1 - alpha])
+    return point, float(low), float(high)
+
+
+def dope_table(estimates, *, resamples: int = 1000, seed: int = 0, aggregate: bool = False):
+    """Per (dataset, estimator) DOPE metrics with bootstrap intervals over policies; with
+    ``aggregate`` a row per estimator with the mean over datasets (stratified bootstrap)."""
+    import pandas as pd
+
+    from offbench.evaluation import dope_metrics as dm
+
+    metrics = metric_functions()
+    rows = []
+    for (dataset, estimator), group in estimates.groupby(["dataset", "estimator"], sort=False):
+        t, e = _finite(group.truth.to_numpy(float), group.estimate.to_numpy(float))
+        row = {"dataset": dataset, "estimator": estimator, "policies": len(t),
+               "failed": int(len(group) - len(t))}
+        for name, fn in metrics.items():
+            if len(t) >= 1:
+                iv = dm.bootstrap(fn, t, e, resamples=resamples, seed=seed)
+                row.update({name: iv.value, f"{name}_low": iv.low, f"{name}_high": iv.high})
+            else:
+                row.update({name: np.nan, f"{name}_low": np.nan, f"{name}_high": np.nan})
+        rows.append(row)
+    if aggregate:
+        for estimator, group in estimates.groupby("estimator", sort=False):
+            parts = [_finite(g.truth.to_numpy(float), g.estimate.to_numpy(float)) for _, g in group.groupby("dataset")]
+            parts = [p for p in parts if len(p[0]) >= 1]
+            row = {"dataset": SUITE_ROW, "estimator": estimator, "policies": int(sum(len(p[0]) for p in parts)),
+                   "failed": int(len(group) - sum(len(p[0]) for p in parts))}
+            for name, fn in metrics.items():
+                if parts:
+                    v, lo, hi = stratified_bootstrap(fn, parts, resamples=resamples, seed=seed)
+                else:
+                    v = lo = hi = np.nan
+                row.update({name: v, f"{name}_low": lo, f"{name}_high": hi})
+            rows.append(row)
+    return pd.DataFrame.from_records(rows)
+
+
+def _fmt(v: float, lo: float, hi: float) -> str:
+    if not np.isfinite(v):
+        return "n/a"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{v:.3f}"
+
+
+def _markdown(table, columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_ope_outputs(estimates, metrics, out: Path, *, gamma: float, figures: bool = True) -> None:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    estimates.to_csv(out / "estimates.csv", index=False)
+    metrics.to_csv(out / "metrics.csv", index=False)
+    est_cols = list(dict.fromkeys(estimates.estimator))
+    wide = estimates.drop_duplicates(["dataset", "policy"])[["dataset", "policy", "truth", "truth_stderr"]]
+    values = estimates.set_index(["dataset", "policy", "estimator"]).estimate
+    wide = wide.assign(**{c: [values.get((d, p, c), np.nan) for d, p in zip(wide.dataset, wide.policy)]
+                          for c in est_cols})
+    wide = wide.sort_values(["dataset", "truth"], ascending=[True, False])
+    show = wide.assign(truth=[f"{t:.4g} ± {s:.2g}" for t, s in zip(wide.truth, wide.truth_stderr)],
+                       **{c: [f"{v:.4g}" if np.isfinite(v) else "failed" for v in wide[c]] for c in est_cols})
+    value = "discounted (gamma = %g)" % gamma if gamma < 1 else "undiscounted"
+    text = [f"# OPE estimates vs truth ({value} episode value; truth ± standard error of the online rollouts)\n",
+            _markdown(show, ["dataset", "policy", "truth", *est_cols]), "",
+            "# DOPE metrics (95% bootstrap intervals over policies, 1000 resamples)\n",
+            f"Normalised absolute error (estimates clipped at 2), Spearman rank correlation, regret@k on normalised "
+            f"values. `{SUITE_ROW}`: each metric averaged over the datasets (DOPE), interval from a stratified "
+            "bootstrap (policies resampled within each dataset).\n"]
+    cells = metrics.assign(**{m: [_fmt(r[m], r[f"{m}_low"], r[f"{m}_high"]) for _, r in metrics.iterrows()]
+                              for m in METRIC_NAMES})
+    text.append(_markdown(cells, ["dataset", "estimator", "policies", "failed", *METRIC_NAMES]))
+    (out / "table.md").write_text("\n".join(text))
+    if figures:
+        _ope_figures(estimates, metrics, out)
+
+
+def _ope_figures(estimates, metrics, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from offbench.evaluation import dope_metrics as dm
+
+    names = list(dict.fromkeys(estimates.estimator))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for dataset, g in estimates[estimates.estimator == name].groupby("dataset"):
+            t, e = _finite(g.truth.to_numpy(float), g.estimate.to_numpy(float))
+            if len(t):
+                ax.scatter(dm.normalise(t, t), dm.normalise(e, t, clip_max=dm.ESTIMATE_CLIP), s=14, label=dataset)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set_title(name)
+        ax.set_xlabel("normalised true value")
+    axes[0][0].set_ylabel("normalised estimate (clipped at 2)")
+    labelled = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+    if labelled and estimates.dataset.nunique() <= 10:
+        labelled[-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "scatter.png", dpi=120)
+    plt.close(fig)
+
+    rows = metrics[metrics.dataset == SUITE_ROW] if (metrics.dataset == SUITE_ROW).any() else metrics
+    fig, axes = plt.subplots(1, len(METRIC_NAMES), figsize=(3.4 * len(METRIC_NAMES), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], METRIC_NAMES):
+        labels = [f"{r.estimator}" if rows.dataset.nunique() == 1 else f"{r.estimator}\n{r.dataset}"
+                  for r in rows.itertuples()]
+        v = rows[m].to_numpy(float)
+        err = np.abs(np.vstack([v - rows[f"{m}_low"].to_numpy(float), rows[f"{m}_high"].to_numpy(float) - v]))
+        ax.bar(range(len(v)), np.nan_to_num(v), yerr=np.nan_to_num(err), capsize=3)
+        ax.set_xticks(range(len(v)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_title(m)
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=120)
+    plt.close(fig)
+
+
+def run_ope(target: str, zoo_dir: str | os.PathLike, *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+            out: str | os.PathLike | None = None, gamma: float = 0.99, seed: int = 0, resamples: int = 1000,
+            fqe_steps: int | None = None, dualdice_steps: int | None = None, figures: bool = True,
+            log: Callable[[str], None] = print) -> dict:
+    """The OPE study of ``target`` (a dataset id or a suite name); returns the output paths and tables."""
+    import pandas as pd
+
+    zoo_dir = Path(zoo_dir)
+    estimators = check_estimators(estimators)
+    datasets, is_suite = _datasets_for(target, zoo_dir)
+    rows = []
+    for dataset_id in datasets:
+        rows += estimate_zoo(dataset_id, zoo_dir, estimators, gamma=gamma, seed=seed, fqe_steps=fqe_steps,
+                             dualdice_steps=dualdice_steps, log=log)
+    estimates = pd.DataFrame.from_records(rows)
+    metrics = dope_table(estimates, resamples=resamples, seed=seed, aggregate=is_suite)
+    out = Path(out) if out else zoo_dir / "ope" / target.replace("/", "__")
+    write_ope_outputs(estimates, metrics, out, gamma=gamma, figures=figures)
+    (out / "ope.json").write_text(json.dumps({"target": target, "datasets": datasets, "estimators": estimators,
+                                              "gamma": gamma, "seed": seed, "resamples": resamples,
+                                              "zoo": str(zoo_dir)}, indent=2))
+    return {"out": out, "estimates": estimates, "metrics": metrics}
+
+
+# ====================================================================== commands
+def cmd_ope(args) -> int:
+    if args.target == "zoo":
+        raise OffbenchError("usage: offbench ope zoo DATASET --from RESULTS_DIR [--from ...] --out ZOO_DIR")
+    if not args.zoo:
+        raise OffbenchError("offbench ope needs --zoo DIR (a directory written by `offbench ope zoo`)")
+    result = run_ope(args.target, args.zoo, estimators=args.estimators, out=args.out, gamma=args.gamma,
+                     seed=args.seed, resamples=args.resamples, fqe_steps=args.fqe_steps,
+                     dualdice_steps=args.dualdice_steps, figures=not args.no_figures,
+                     log=(lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr)))
+    print((result["out"] / "table.md").read_text())
+    print(f"ope: {result['out']}")
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from offbench.evaluation.zoo import build_zoo
+
+    manifest = build_zoo(args.dataset, args.results or [], args.out, episodes=args.episodes, gamma=args.gamma,
+                         behaviour=not args.no_behaviour, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"zoo": str(Path(args.out)), "dataset": args.dataset, "policies": len(manifest["policies"]),
+                      "skipped": sorted(manifest.get("skipped", {}))}))
+    return 0
+
+
+def cmd_select(args) -> int:
+    from offbench.evaluation.selection import parse_grid, run_select
+    from offbench.protocol import load_protocol
+
+    protocol = load_protocol(args.protocol or args.suite)
+    if protocol.suite != args.suite:
+        raise OffbenchError(f"protocol {protocol.name!r} is for suite {protocol.suite!r}, not {args.suite!r}")
+    result = run_select(args.algo, protocol, parse_grid(args.grid), args.out or f"select/{args.algo}-{args.suite}",
+                        datasets=args.datasets, seeds=args.seeds, workers=args.workers or 1,
+                        estimators=args.estimators, gamma=args.gamma, holdout=not args.no_holdout, seed=args.seed,
+                        figures=not args.no_figures, progress=not args.quiet, fqe_steps=args.fqe_steps,
+                        dualdice_steps=args.dualdice_steps,
+                        log=(lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr)))
+    print(Path(result["out"], "regret.md").read_text())
+    print(f"select: {result['out']}")
+    return 0
+
+
+def register_commands(commands) -> None:
+    """Add ``offbench ope`` (with ``ope zoo``) and ``offbench select`` to the CLI's subparsers."""
+    p = commands.add_parser("ope", help="off-policy evaluation on a policy zoo: estimates vs truth, DOPE metrics "
+                                        "(`offbench ope zoo ...` builds a zoo)")
+    p.add_argument("target", metavar="DATASET|SUITE|zoo",
+                   help="a dataset id, a suite (every dataset of it with a zoo), or `zoo` to build a zoo")
+    p.add_argument("dataset", nargs="?", metavar="DATASET", help="(ope zoo) the dataset of the zoo")
+    p.add_argument("--zoo", metavar="DIR", help="zoo directory (ZOO_DIR/DATASET_SLUG/manifest.json)")
+    p.add_argument("--estimators", nargs="+", default=list(DEFAULT_ESTIMATORS), metavar="NAME",
+                   help=f"of {estimator_names()} (default: {' '.join(DEFAULT_ESTIMATORS)})")
+    p.add_argument("--out", metavar="DIR", help="output directory (ope: default ZOO/ope/TARGET; ope zoo: the zoo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the estimators and the bootstrap")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount of the values compared (default 0.99)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--fqe-steps", type=int, help="neural FQE gradient steps (default: ope.neural_fqe's 5000)")
+    p.add_argument("--dualdice-steps", type=int, help="neural DualDICE steps (default: ope.dualdice's 5000)")
+    p.add_argument("--from", dest="results", action="append", metavar="RESULTS_DIR",
+                   help="(ope zoo) a results directory whose runs on DATASET join the zoo (repeatable)")
+    p.add_argument("--episodes", type=int, default=50, help="(ope zoo) ground-truth episodes per policy")
+    p.add_argument("--no-behaviour", action="store_true", help="(ope zoo) leave the behaviour policies out")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=lambda args: _ope_dispatch(args))
+
+    p = commands.add_parser("select", help="hyperparameter-selection study: sweep a grid, select per dataset by OPE, "
+                                           "critic, CQL workflow and validation TD error; regret vs the oracle")
+    p.add_argument("algo", help="algorithm name (iql, cql, ...)")
+    p.add_argument("suite", help="suite of the protocol, e.g. lite")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                   help="an algorithm setting and its values (repeatable: the grid is the product)")
+    p.add_argument("--protocol", help="smoke, lite or a protocol TOML path (default: the suite's name)")
+    p.add_argument("--datasets", nargs="+", metavar="ID", help="restrict to these datasets")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1) instead of the protocol's")
+    p.add_argument("--out", help="output directory (default: select/ALGO-SUITE); re-running resumes it")
+    p.add_argument("--workers", type=int, help="parallel training runs (default 1)")
+    p.add_argument("--estimators", nargs="+", default=["fqe", "wpdis"], metavar="NAME",
+                   help=f"OPE criteria, of {estimator_names()} (default: fqe wpdis)")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount of the OPE estimates (default 0.99)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the estimators and the bootstrap")
+    p.add_argument("--fqe-steps", type=int, help="neural FQE gradient steps (default 5000)")
+    p.add_argument("--dualdice-steps", type=int, help="neural DualDICE steps (default 5000)")
+    p.add_argument("--no-holdout", action="store_true",
+                   help="train on the whole dataset (the validation TD error is then in-sample)")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_select)
+
+
+def _ope_dispatch(args) -> int:
+    if args.target == "zoo":
+        if not args.dataset or not args.out:
+            raise OffbenchError("usage: offbench ope zoo DATASET --from RESULTS_DIR [--from ...] --out ZOO_DIR "
+                                "[--episodes N]")
+        return cmd_zoo(args)
+    if args.dataset:
+        raise OffbenchError(f"unexpected argument {args.dataset!r}: `offbench ope DATASET|SUITE --zoo DIR`")
+    return cmd_ope(args)
+
+
+__all__ = ["DEFAULT_ESTIMATORS", "EstimatorRunner", "check_estimators", "dope_table", "estimate_zoo",
+           "estimator_names", "register_commands", "run_ope", "stratified_bootstrap"]
