@@ -76,7 +76,8 @@ def test_table_cells_are_mean_and_std_over_seeds(results, tmp_path):
     cell = _cell(report, "bc", MEDIUM)
     assert cell["scores"] == [10.0, 20.0, 30.0] and cell["mean"] == 20.0 and cell["std"] == pytest.approx(10.0)
     assert 10.0 <= cell["low"] <= 20.0 <= cell["high"] <= 30.0
-    assert f"| {MEDIUM} | 20.0 ± 10.0 [{cell['low']:.1f}, {cell['high']:.1f}] | 50.0 ± 10.0 [" in table_md
+    assert f"| {MEDIUM} | 37.0 | 20.0 ± 10.0 [{cell['low']:.1f}, {cell['high']:.1f}] | 50.0 ± 10.0 [" in table_md
+    assert report["behaviour"][MEDIUM] == 37.0  # the card's mean episode return, normalised
     iql = _cell(report, "iql", EXPERT)
     assert iql["mean"] == pytest.approx(105.0) and iql["std"] == pytest.approx(np.std([110, 100, 105], ddof=1))
     # best over training is only in the labelled secondary table
@@ -156,7 +157,7 @@ def test_figures_readme_and_report_json(results):
         data = (report_dir / f"{name}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
     readme = (report_dir / "README.md").read_text()
-    assert "![learning curves](learning_curves.png)" in readme and "| lite/pendulum/medium-v0 | 20.0 ± 10.0" in readme
+    assert "![learning curves](learning_curves.png)" in readme and "| lite/pendulum/medium-v0 | 37.0 | 20.0 ± 10.0" in readme
     saved = json.loads((report_dir / "report.json").read_text())
     assert saved["cells"]["headline"][MEDIUM]["bc"]["mean"] == 20.0
     assert saved["protocol"]["headline"] == {"kind": "last", "n": 1, "describe": "last evaluation"}
@@ -253,7 +254,7 @@ def test_cli(results, tmp_path, capsys):
                               "--seed", "2", "--no-figures"])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
-    assert "| lite/pendulum/medium-v0 | 20.0 ± 10.0" in printed and str(tmp_path / "cli") in printed
+    assert "| lite/pendulum/medium-v0 | 37.0 | 20.0 ± 10.0" in printed and str(tmp_path / "cli") in printed
     assert not list((tmp_path / "cli").glob("*.png"))
     assert json.loads((tmp_path / "cli" / "report.json").read_text())["bootstrap"]["seed"] == 2
 

@@ -260,6 +260,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                       "method": "stratified bootstrap over seeds (within each dataset), percentile interval"},
         "algorithms": algorithms, "datasets": datasets,
         "units": {d: ("normalised score" if units[d] == "normalized_score" else "return") for d in datasets},
+        "behaviour": {d: _behaviour_score(d) for d in datasets},
         "suites": {d: _suite_of(d, default_suite) for d in datasets},
         "cells": cells,
         "aggregate_datasets": aggregate_datasets, "aggregate_algorithms": aggregated_algorithms,
@@ -316,25 +317,43 @@ def _estimate_text(e: dict | None) -> str:
     return MISSING_CELL if e is None else f"{_fmt(e['value'])} [{_fmt(e['low'])}, {_fmt(e['high'])}]"
 
 
+def _behaviour_score(dataset_id: str) -> float | None:
+    """The dataset's own mean episode return, normalised (from its catalogue card): the level
+    behaviour cloning would reach, the reference point of the literature's findings."""
+    from offbench.data.catalogue import get_card
+
+    try:
+        card = get_card(dataset_id)
+    except OffbenchError:
+        return None
+    mean, ref = (card.returns or {}).get("mean"), card.reference_scores or {}
+    if mean is None or "random" not in ref or "expert" not in ref or ref["expert"] == ref["random"]:
+        return None
+    return round(100.0 * (float(mean) - ref["random"]) / (ref["expert"] - ref["random"]), 1)
+
+
 def _dataset_label(report: dict, dataset: str) -> str:
     return dataset + (" (return)" if report["units"][dataset] != "normalised score" else "")
 
 
 def _markdown_table(report: dict, kind: str) -> list[str]:
     algos, seeds = report["algorithms"], len(report["protocol"]["seeds"])
-    lines = ["| dataset | " + " | ".join(algos) + " |", "|---|" + "---|" * len(algos)]
+    behaviour = report.get("behaviour", {})
+    lines = ["| dataset | data | " + " | ".join(algos) + " |", "|---|---|" + "---|" * len(algos)]
     for dataset in report["datasets"]:
-        lines.append(f"| {_dataset_label(report, dataset)} | "
+        lines.append(f"| {_dataset_label(report, dataset)} | {_fmt(behaviour.get(dataset))} | "
                      + " | ".join(_cell_text(report["cells"][kind][dataset][a], seeds) for a in algos) + " |")
     for label, estimates in _aggregate_rows(report, kind):
-        lines.append(f"| **{label}** | " + " | ".join(_estimate_text(estimates[a]) for a in algos) + " |")
+        lines.append(f"| **{label}** | | " + " | ".join(_estimate_text(estimates[a]) for a in algos) + " |")
     return lines
 
 
 def render_table_md(report: dict) -> str:
     lines = [f"# Baseline table: protocol `{report['protocol']['name']}`", ""]
     lines += [f"{line}  " for line in _header_lines(report)] + [""]
-    lines += ["## Headline score", ""] + _markdown_table(report, "headline") + [""]
+    lines += ["## Headline score", "",
+              "`data`: the dataset's own mean episode return, normalised (the behaviour level).", ""]
+    lines += _markdown_table(report, "headline") + [""]
     if report["notes"]:
         lines += ["Notes:", ""] + [f"- {n}" for n in report["notes"]] + [""]
     if report["missing_runs"]:
