@@ -101,13 +101,13 @@ def figure_svgs(group: Group) -> dict[str, bytes]:
         ax = fig.add_subplot()
         ys = list(range(len(group.datasets)))[::-1]
         for i, (entry, s) in enumerate(group.rows):
-            offset = (i - (len(group.rows) - 1) / 2) * 0.12
+            offset = (i - (len(group.rows) - 1) / 2) * min(0.12, 0.8 / len(group.rows))  # stay within a row
             means = [s.datasets[d].mean for d in group.datasets]
             errs = [s.datasets[d].stderr for d in group.datasets]
             ax.errorbar(means, [y + offset for y in ys], xerr=errs, fmt="o", markersize=4, capsize=2,
                         label=entry["name"])
         ax.set_yticks(ys, group.datasets)
-        ax.set_xlabel("headline score, mean over seeds (normalised where the task has reference scores)")
+        ax.set_xlabel("headline score, mean over seeds\n(normalised where the task has reference scores)")
         if group.rows:
             ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
