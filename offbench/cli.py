@@ -275,7 +275,16 @@ def cmd_reproduce(args) -> int:
     from offbench.protocol import load_protocol
     from offbench.reproduce import reproduce
 
-    protocol = load_protocol(args.protocol or args.suite)
+    if args.protocol:
+        protocol = load_protocol(args.protocol)
+    else:  # the suite's own protocol: lite -> lite.toml, locomotion -> full.toml (the one shipped for it)
+        from offbench.protocol import protocol_names
+
+        matching = [n for n in protocol_names() if n != "smoke" and load_protocol(n).suite == args.suite]
+        if not matching:
+            raise OffbenchError(f"no shipped protocol for suite {args.suite!r}; pass --protocol PATH "
+                                f"(shipped: {protocol_names()})")
+        protocol = load_protocol(args.suite if args.suite in matching else matching[0])
     if args.protocol and protocol.suite != args.suite:
         raise OffbenchError(f"protocol {protocol.name!r} is for suite {protocol.suite!r}, not {args.suite!r}")
     unknown = sorted(set(args.datasets or []) - set(protocol.datasets))
@@ -335,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("reproduce", help="run a protocol's algorithm x dataset x seed table (resumable)")
     p.add_argument("suite", help="suite name, e.g. lite")
-    p.add_argument("--protocol", help="smoke, lite, full or a protocol TOML path (default: the suite's name)")
+    p.add_argument("--protocol", help="smoke, lite, full or a protocol TOML path (default: the suite's protocol: "
+                   "lite for lite, full for locomotion)")
     p.add_argument("--algos", nargs="+", metavar="ALGO", help="restrict to these algorithms")
     p.add_argument("--datasets", nargs="+", metavar="ID", help="restrict to these datasets")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1) instead of the protocol's")

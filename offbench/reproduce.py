@@ -198,10 +198,15 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
             algorithms=list(dict.fromkeys(previous.algorithms + protocol.algorithms)),
             datasets=list(dict.fromkeys(previous.datasets + protocol.datasets)),
             seeds=sorted(set(previous.seeds) | set(protocol.seeds)))
+    # Every dataset must be known before anything is written (a card to build it from, or the cache).
+    from offbench.data.catalogue import cached_path, get_card
+
+    for dataset_id in requested.datasets:
+        if not cached_path(dataset_id).exists():
+            get_card(dataset_id)  # raises, naming the id, if there is no card
     write_protocol(protocol, protocol_path)
 
     # Datasets first (in this process: builds are deterministic and shared by all runs).
-    from offbench.data.catalogue import cached_path
     from offbench.data.mirrors import file_sha256
 
     for dataset_id in requested.datasets:

@@ -207,3 +207,9 @@ def test_cli_errors(tmp_path, capsys):
     assert "unknown protocol 'nope'" in capsys.readouterr().err
     assert main(["reproduce", "locomotion", "--protocol", "lite", "--out", str(tmp_path / "r")]) == 2
     assert "is for suite 'lite'" in capsys.readouterr().err
+    assert main(["reproduce", "atari", "--out", str(tmp_path / "r")]) == 2
+    assert "no shipped protocol for suite 'atari'" in capsys.readouterr().err
+    # locomotion's protocol is `full`; its datasets are not in the catalogue yet, and the error says which
+    assert main(["reproduce", "locomotion", "--out", str(tmp_path / "r"), "--no-report"]) == 2
+    assert "locomotion/halfcheetah/medium-v0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())  # nothing half-written
