@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from offbench.atomic import write_atomic
 from offbench.errors import OffbenchError
 from offbench.evaluation.results import COLUMNS, dataset_slug, evaluation_rows
 from offbench.protocol import Protocol
@@ -155,17 +156,13 @@ def _run_ray(specs: list[RunSpec], workers: int, address: str | None,
 
 
 # ---------------------------------------------------------------------- the schedule
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_protocol(protocol: Protocol, path: Path) -> None:
     import tomli_w
 
     raw = protocol.to_dict()
-    _write_atomic(path, tomli_w.dumps(raw))
+    write_atomic(path, tomli_w.dumps(raw))
 
 
 def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "local", workers: int = 1,
@@ -255,7 +252,7 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
         # wall time accumulates over the invocations that resumed this directory
         manifest["wall_time_seconds"] = round(previous_wall + time.perf_counter() - started, 1)
         manifest["run_seconds_total"] = round(sum(r["wall_time_seconds"] for r in runs), 1)
-        _write_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+        write_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
 
     def on_result(spec: RunSpec, result: dict) -> None:
         if result["status"] == "failed" and spec.key not in retried:

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from offbench.atomic import write_atomic
 from offbench.errors import OffbenchError
 
 DEFAULT_EPISODES = 50
@@ -55,10 +56,6 @@ def zoo_path(zoo_dir: str | os.PathLike, dataset_id: str) -> Path:
     return Path(zoo_dir) / dataset_slug(dataset_id)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _short_hash(value: Any) -> str:
@@ -319,7 +316,7 @@ def build_zoo(dataset_id: str, results_dirs=(), zoo_dir: str | os.PathLike = "zo
     def save():
         manifest["policies"] = sorted(entries.values(), key=lambda e: e["name"])
         manifest["skipped"] = skipped
-        _write_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+        write_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
 
     todo: list[tuple[dict, Callable[[], Any]]] = []
     for run in find_runs(dataset_id, results_dirs):
@@ -343,7 +340,7 @@ def build_zoo(dataset_id: str, results_dirs=(), zoo_dir: str | os.PathLike = "zo
             if name in entries and same_truth(entries[name]):
                 continue
             (root / "policies" / name).mkdir(parents=True, exist_ok=True)
-            _write_atomic(root / "policies" / name / "spec.json", json.dumps(spec, indent=2, sort_keys=True))
+            write_atomic(root / "policies" / name / "spec.json", json.dumps(spec, indent=2, sort_keys=True))
             todo.append((entry, lambda spec=spec: behaviour_target(spec, dataset.action_space)))
     log(f"zoo {root}: {len(entries)} policies evaluated earlier, {len(todo)} to evaluate "
         f"({episodes} episodes each)")

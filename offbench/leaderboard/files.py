@@ -1,8 +1,9 @@
-"""Where the board lives and how its files are written (temporary file, then rename)."""
+"""Where the board lives; its files are written with :func:`offbench.atomic.write_atomic`."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from offbench.atomic import write_atomic  # noqa: F401  (re-exported for the board's modules)
 
 
 def default_board_dir() -> Path:
@@ -13,20 +14,3 @@ def default_board_dir() -> Path:
 
 def default_entries_dir() -> Path:
     return default_board_dir() / "entries"
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``path`` so readers see the old or the new file, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-                f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
