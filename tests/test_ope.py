@@ -270,6 +270,23 @@ def test_neural_fqe_ranks_and_matches_the_truth(one_hot_data):
     assert good.estimator == "fqe_neural" and good.value > bad.value
 
 
+def test_neural_fqe_targets_stay_in_the_reward_range_and_scaling_keeps_the_answer(one_hot_data):
+    gamma = 0.9
+    # Every target is clipped to [r_min, r_max] / (1 - gamma) (0 included: a terminal value):
+    # no policy's value lies outside, whatever Q extrapolates to off the data.
+    est = ope.fqe(one_hot_data, GOOD, method="neural", gamma=gamma, steps=300, hidden=(64, 64), tau=0.05)
+    low, high = est.details["target_range"]
+    r = one_hot_data.rewards
+    assert (low, high) == pytest.approx((min(r.min(), 0) / (1 - gamma), max(r.max(), 0) / (1 - gamma)))
+    assert est.details["value_scale"] == pytest.approx(max(abs(r.mean()), r.std()) / (1 - gamma))
+    # Scaling changes the parametrisation, not the fixed point: both converge to the same value.
+    plain = ope.fqe(one_hot_data, GOOD, method="neural", gamma=gamma, steps=2000, hidden=(64, 64), tau=0.05,
+                    value_scaling=False, clip_targets=False)
+    scaled = ope.fqe(one_hot_data, GOOD, method="neural", gamma=gamma, steps=2000, hidden=(64, 64), tau=0.05)
+    assert plain.details["value_scale"] == 1.0 and plain.details["target_range"] == [-np.inf, np.inf]
+    assert scaled.value == pytest.approx(plain.value, abs=0.03)
+
+
 def test_dualdice_neural_ranks_and_is_near_the_truth(one_hot_data):
     gamma = 0.9
     kw = dict(method="neural", gamma=gamma, steps=3000, nu_lr=3e-4, zeta_lr=3e-3, hidden=(32,))

@@ -129,6 +129,20 @@ def test_suite_argument_averages_over_datasets(tmp_path):
     assert (agg.absolute_error_low, agg.absolute_error_high) == pytest.approx(
         stratified_bootstrap(dm.absolute_error, groups, resamples=100, seed=0)[1:])
 
+    # Resume: each dataset's estimates are kept with their key; a re-run reuses them untouched,
+    # and a changed setting (another seed) estimates again.
+    cached = out / "estimates" / "lite__stitchgrid__medium-v0.csv"
+    stamp = cached.stat().st_mtime_ns
+    messages = []
+    from offbench.evaluation.ope_cli import run_ope
+
+    again = run_ope("lite", zoo, estimators=["wpdis"], out=out, resamples=100, figures=False, log=messages.append)
+    assert cached.stat().st_mtime_ns == stamp and sum("earlier run" in m for m in messages) == 2
+    pd.testing.assert_frame_equal(again["metrics"].reset_index(drop=True), metrics, check_dtype=False)
+    messages.clear()
+    run_ope("lite", zoo, estimators=["wpdis"], out=out, resamples=100, seed=1, figures=False, log=messages.append)
+    assert not any("earlier run" in m for m in messages) and cached.stat().st_mtime_ns != stamp
+
 
 def test_user_mistakes_name_the_problem(tmp_path, capsys):
     assert main(["ope", MEDIUM, "--zoo", str(tmp_path / "nowhere"), "--quiet"]) == 2

@@ -612,8 +612,10 @@ class NeuralQ:
     """A neural Q^pi from :func:`neural_fqe` (stationary, or with a time-left input)."""
 
     def __init__(self, net: nn.Module, encoder: ObservationEncoder, policy: TargetPolicy, discrete: bool,
-                 horizon: int | None, action_samples: int, seed: int, n_actions: int | None = None):
+                 horizon: int | None, action_samples: int, seed: int, n_actions: int | None = None,
+                 scale: float = 1.0):
         self.net, self.encoder, self.policy = net, encoder, policy
+        self.scale = float(scale)  # the net outputs Q / scale
         self.discrete, self.horizon, self.action_samples = discrete, horizon, action_samples
         self.n_actions = n_actions
         self.rng = np.random.default_rng(seed)
@@ -628,8 +630,8 @@ class NeuralQ:
     def values(self, features: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
         """[B, A] for discrete actions, [B] at ``actions`` [B, act_dim] for continuous ones."""
         if self.discrete:
-            return self.net(features)
-        return self.net(features, actions).squeeze(0)
+            return self.net(features) * self.scale
+        return self.net(features, actions).squeeze(0) * self.scale
 
     @torch.no_grad()
     def q(self, observations, actions, timesteps) -> np.ndarray:
@@ -655,7 +657,8 @@ class NeuralQ:
 
 def neural_fqe(dataset: Dataset, policy: TargetPolicy, *, gamma: float = 0.99, horizon: int | None = None,
                steps: int = 5000, batch_size: int = 256, lr: float = 3e-4, hidden: Sequence[int] = (256, 256),
-               tau: float = 0.02, action_samples: int = 4, seed: int = 0) -> OPEEstimate:
+               tau: float = 0.02, action_samples: int = 4, clip_targets: bool = True, value_scaling: bool = True,
+               seed: int = 0) -> OPEEstimate:
     r"""Neural FQE (Le et al. 2019; DOPE's FQE): minimise over minibatches
 
         ( Q(s, a) - [ r + gamma (1 - terminated) E_{a'~pi(s')} Q_target(s', a') ] )^2
@@ -669,6 +672,18 @@ def neural_fqe(dataset: Dataset, policy: TargetPolicy, *, gamma: float = 0.99, h
     ``horizon=None`` fits the stationary (infinite-horizon) Q; ``horizon=H`` adds the
     fraction of time left (H - t)/H as an input and bootstraps 0 at t + 1 = H, which
     estimates the value of a time-limited episode (and allows gamma = 1).
+
+    ``clip_targets`` clips each target to the value range that rewards in the dataset's range
+    [r_min, r_max] allow, [r_min, r_max] * sum_t gamma^t (over the horizon, or 1/(1 - gamma)):
+    no policy's value lies outside it, and without it a target policy whose actions leave the
+    data is free to extrapolate Q without bound (on lite/pendulum, all rewards <= 0, unclipped
+    FQE returned +1202 for a policy whose true value is -584).
+
+    ``value_scaling`` lets the network output Q / c with c = max(|mean r|, std r) * sum_t gamma^t
+    and starts its output bias at mean(r) * sum_t gamma^t / c, the value of earning the mean
+    reward forever: values of -600 are then O(1) outputs, and FQE starts near the answer
+    instead of at 0, which ``steps`` Bellman backups (each shrinking the error by gamma) would
+    otherwise have to cover. Neither changes the fixed point of the regression.
     """
     gamma = _check_gamma(gamma)
     if horizon is None and gamma >= 1.0:
@@ -692,15 +707,29 @@ def neural_fqe(dataset: Dataset, policy: TargetPolicy, *, gamma: float = 0.99, h
         # [K, N, act_dim]: fixed samples of pi(s') for the targets.
         next_weight = torch.as_tensor(np.stack([np.asarray(policy.sample(data.next_obs, rng)).reshape(len(actions), -1)
                                                 for _ in range(action_samples)]), dtype=torch.float32)
+    length = (1.0 / (1.0 - gamma)) if horizon is None else float(sum(gamma ** t for t in range(horizon)))
+    scale = 1.0
+    if value_scaling:
+        mean_value = float(data.rewards.mean()) * length
+        scale = max(abs(float(data.rewards.mean())), float(data.rewards.std())) * length or 1.0
+        with torch.no_grad():
+            out_bias = net[-1].bias if data.discrete_actions else net.net.out.bias
+            out_bias.fill_(mean_value / scale)
     model = NeuralQ(net, encoder, policy, data.discrete_actions, horizon, action_samples, seed,
-                    data.n_actions if data.discrete_actions else None)
-    target = NeuralQ(_frozen_copy(net), encoder, policy, data.discrete_actions, horizon, action_samples, seed)
+                    data.n_actions if data.discrete_actions else None, scale=scale)
+    target = NeuralQ(_frozen_copy(net), encoder, policy, data.discrete_actions, horizon, action_samples, seed,
+                     scale=scale)
     with torch.no_grad():
         feats = model.features(data.obs, data.timesteps)
         next_feats = model.features(data.next_obs, data.timesteps + 1)
     rewards = torch.as_tensor(data.rewards, dtype=torch.float32)
     done = data.terminated if horizon is None else data.terminated | (data.timesteps + 1 >= horizon)
     not_done = torch.as_tensor(~done, dtype=torch.float32)
+    if clip_targets:
+        low, high = float(data.rewards.min()) * length, float(data.rewards.max()) * length
+        low, high = min(low, 0.0), max(high, 0.0)  # a terminal state's value 0 is always possible
+    else:
+        low, high = -float("inf"), float("inf")
     optim = adam(net.parameters(), lr=lr)
     n, losses = len(rewards), []
     for step in range(steps):
@@ -711,7 +740,7 @@ def neural_fqe(dataset: Dataset, policy: TargetPolicy, *, gamma: float = 0.99, h
             else:
                 next_v = torch.stack([target.values(next_feats[rows], next_weight[k, rows])
                                       for k in range(action_samples)]).mean(0)
-            y = rewards[rows] + gamma * not_done[rows] * next_v
+            y = (rewards[rows] + gamma * not_done[rows] * next_v).clamp(low, high)
         if data.discrete_actions:
             q = model.values(feats[rows]).gather(1, actions[rows].view(-1, 1)).squeeze(1)
         else:
@@ -730,7 +759,8 @@ def neural_fqe(dataset: Dataset, policy: TargetPolicy, *, gamma: float = 0.99, h
         model.rng = np.random.default_rng(seed + 1)
         v0 = model.v(data.start_obs, np.zeros(len(data.starts), dtype=np.int64))
     return OPEEstimate("fqe_neural", float(v0.mean()), gamma,
-                       {"horizon": horizon, "steps": steps, "final_td_loss": float(np.mean(losses))}, model)
+                       {"horizon": horizon, "steps": steps, "final_td_loss": float(np.mean(losses)),
+                        "target_range": [low, high], "value_scale": scale}, model)
 
 
 def _frozen_copy(net: nn.Module) -> nn.Module:

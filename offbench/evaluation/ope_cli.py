@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,6 +43,19 @@ def _tabular(dataset) -> bool:
     return tabular_states(dataset) is not None and isinstance(dataset.action_space, gym.spaces.Discrete)
 
 
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """Budgets of the learned estimators (None: the estimator's own default)."""
+
+    fqe_steps: int | None = None  # neural FQE gradient steps (ope.neural_fqe: 5000)
+    dualdice_steps: int | None = None  # neural DualDICE steps (ope.dualdice: 5000)
+    model_hidden: tuple[int, ...] | None = None  # dynamics ensemble layers (DynamicsEnsemble: 4 x 200)
+    model_max_epochs: int | None = None  # dynamics training epochs (None: until hold-out early stopping)
+
+    def as_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
 class EstimatorRunner:
     """Runs named estimators on one dataset, sharing what can be shared between them and
     between policies: FQE's Q-function is DR's model for the same policy, and one dynamics
@@ -52,12 +66,11 @@ class EstimatorRunner:
     stationary; the IS family, ``dr``/``wdr`` and ``model`` the time-limited episode value.
     """
 
-    def __init__(self, dataset, *, gamma: float, seed: int = 0, fqe_steps: int | None = None,
-                 dualdice_steps: int | None = None):
+    def __init__(self, dataset, *, gamma: float, seed: int = 0, settings: EstimatorSettings = EstimatorSettings()):
         self.dataset, self.gamma, self.seed = dataset, float(gamma), int(seed)
         self.tabular = _tabular(dataset)
         self.horizon = _horizon(dataset)
-        self.fqe_steps, self.dualdice_steps = fqe_steps, dualdice_steps
+        self.settings = settings
         self._dynamics = None
         self._fqe_cache: tuple[Any, Any] | None = None  # (policy, its FQE estimate)
 
@@ -68,8 +81,8 @@ class EstimatorRunner:
             kwargs: dict[str, Any] = {"gamma": self.gamma, "seed": self.seed}
             if self.tabular or self.gamma >= 1.0:
                 kwargs["horizon"] = self.horizon
-            if self.fqe_steps and not self.tabular:
-                kwargs["steps"] = self.fqe_steps
+            if self.settings.fqe_steps and not self.tabular:
+                kwargs["steps"] = self.settings.fqe_steps
             self._fqe_cache = (policy, ope.fqe(self.dataset, policy, **kwargs))  # one policy at a time
         return self._fqe_cache[1]
 
@@ -84,11 +97,14 @@ class EstimatorRunner:
             return ope.doubly_robust(self.dataset, policy, weighted=name == "wdr", gamma=self.gamma,
                                      q_function=self._fqe(policy).model, seed=self.seed)
         if name == "model":
-            est = ope.model_based(self.dataset, policy, gamma=self.gamma, model=self._dynamics, seed=self.seed)
+            ensemble = {"hidden": self.settings.model_hidden} if self.settings.model_hidden else None
+            fit = {"max_epochs": self.settings.model_max_epochs} if self.settings.model_max_epochs else None
+            est = ope.model_based(self.dataset, policy, gamma=self.gamma, model=self._dynamics, seed=self.seed,
+                                  ensemble_kwargs=ensemble, fit_kwargs=fit)
             self._dynamics = est.model
             return est
         if name == "dualdice":
-            kwargs = {"steps": self.dualdice_steps} if self.dualdice_steps else {}
+            kwargs = {"steps": self.settings.dualdice_steps} if self.settings.dualdice_steps else {}
             return ope.dualdice(self.dataset, policy, gamma=self.gamma, seed=self.seed, **kwargs)
         raise OffbenchError(f"unknown estimator {name!r}; choose from {estimator_names()}")
 
@@ -125,8 +141,7 @@ def _datasets_for(target: str, zoo_dir: Path) -> tuple[list[str], bool]:
 
 
 def estimate_zoo(dataset_id: str, zoo_dir: Path, estimators: Sequence[str], *, gamma: float, seed: int,
-                 fqe_steps: int | None = None, dualdice_steps: int | None = None,
-                 log: Callable[[str], None] = print) -> list[dict]:
+                 settings: EstimatorSettings = EstimatorSettings(), log: Callable[[str], None] = print) -> list[dict]:
     """One row per (zoo policy, estimator): estimate, truth, seconds, error (NaN estimate on failure)."""
     import torch
 
@@ -141,7 +156,7 @@ def estimate_zoo(dataset_id: str, zoo_dir: Path, estimators: Sequence[str], *, g
     if manifest.get("dataset_content_sha256") not in (None, dataset.content_sha256()):
         raise OffbenchError(f"the zoo of {dataset_id} was built for another version of the dataset "
                             "(dataset_content_sha256 differs); rebuild it")
-    runner = EstimatorRunner(dataset, gamma=gamma, seed=seed, fqe_steps=fqe_steps, dualdice_steps=dualdice_steps)
+    runner = EstimatorRunner(dataset, gamma=gamma, seed=seed, settings=settings)
     rows = []
     for entry in manifest["policies"]:
         truth, truth_se = truth_value(entry, gamma)
@@ -318,25 +333,49 @@ def _ope_figures(estimates, metrics, out: Path) -> None:
 
 def run_ope(target: str, zoo_dir: str | os.PathLike, *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
             out: str | os.PathLike | None = None, gamma: float = 0.99, seed: int = 0, resamples: int = 1000,
-            fqe_steps: int | None = None, dualdice_steps: int | None = None, figures: bool = True,
+            settings: EstimatorSettings = EstimatorSettings(), figures: bool = True,
             log: Callable[[str], None] = print) -> dict:
-    """The OPE study of ``target`` (a dataset id or a suite name); returns the output paths and tables."""
+    """The OPE study of ``target`` (a dataset id or a suite name); returns the output paths and tables.
+
+    Resumable: each dataset's estimates are kept in ``OUT/estimates/DATASET_SLUG.csv`` with the
+    key they were made under (zoo manifest, estimators, gamma, seed, settings); a re-run reuses
+    a dataset whose key is unchanged and estimates only the rest."""
+    import hashlib
+
     import pandas as pd
+
+    from offbench.atomic import write_atomic
+    from offbench.evaluation.zoo import dataset_slug, load_zoo
 
     zoo_dir = Path(zoo_dir)
     estimators = check_estimators(estimators)
     datasets, is_suite = _datasets_for(target, zoo_dir)
-    rows = []
-    for dataset_id in datasets:
-        rows += estimate_zoo(dataset_id, zoo_dir, estimators, gamma=gamma, seed=seed, fqe_steps=fqe_steps,
-                             dualdice_steps=dualdice_steps, log=log)
-    estimates = pd.DataFrame.from_records(rows)
-    metrics = dope_table(estimates, resamples=resamples, seed=seed, aggregate=is_suite)
     out = Path(out) if out else zoo_dir / "ope" / target.replace("/", "__")
+    (out / "estimates").mkdir(parents=True, exist_ok=True)
+    frames = []
+    for dataset_id in datasets:
+        zoo_manifest = json.dumps(load_zoo(zoo_dir, dataset_id), sort_keys=True).encode()  # a clear error if none
+        key = json.dumps({"zoo": hashlib.sha256(zoo_manifest).hexdigest(), "estimators": list(estimators),
+                          "gamma": gamma, "seed": seed, "settings": settings.as_dict()}, sort_keys=True)
+        cached = out / "estimates" / f"{dataset_slug(dataset_id)}.csv"
+        key_path = cached.with_suffix(".key.json")
+        if cached.exists() and key_path.exists() and key_path.read_text() == key:
+            log(f"{dataset_id}: estimates from an earlier run ({cached})")
+            frames.append(pd.read_csv(cached, keep_default_na=False, na_values=["", "nan", "NaN"]))
+            continue
+        frame = pd.DataFrame.from_records(estimate_zoo(dataset_id, zoo_dir, estimators, gamma=gamma, seed=seed,
+                                                       settings=settings, log=log))
+        write_atomic(cached, frame.to_csv(index=False))
+        write_atomic(key_path, key)
+        frames.append(frame)
+    estimates = pd.concat(frames, ignore_index=True)
+    estimates["error"] = estimates["error"].fillna("").astype(str)
+    estimates["behaviour"] = estimates["behaviour"].fillna("").astype(str)
+    metrics = dope_table(estimates, resamples=resamples, seed=seed, aggregate=is_suite)
     write_ope_outputs(estimates, metrics, out, gamma=gamma, figures=figures)
     (out / "ope.json").write_text(json.dumps({"target": target, "datasets": datasets, "estimators": estimators,
                                               "gamma": gamma, "seed": seed, "resamples": resamples,
-                                              "zoo": str(zoo_dir)}, indent=2))
+                                              "settings": settings.as_dict(), "zoo": str(zoo_dir)}, indent=2))
     return {"out": out, "estimates": estimates, "metrics": metrics}
 
 
@@ -347,8 +386,8 @@ def cmd_ope(args) -> int:
     if not args.zoo:
         raise OffbenchError("offbench ope needs --zoo DIR (a directory written by `offbench ope zoo`)")
     result = run_ope(args.target, args.zoo, estimators=args.estimators, out=args.out, gamma=args.gamma,
-                     seed=args.seed, resamples=args.resamples, fqe_steps=args.fqe_steps,
-                     dualdice_steps=args.dualdice_steps, figures=not args.no_figures,
+                     seed=args.seed, resamples=args.resamples, settings=estimator_settings(args),
+                     figures=not args.no_figures,
                      log=(lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr)))
     print((result["out"] / "table.md").read_text())
     print(f"ope: {result['out']}")
@@ -359,7 +398,7 @@ def cmd_zoo(args) -> int:
     from offbench.evaluation.zoo import build_zoo
 
     manifest = build_zoo(args.dataset, args.results or [], args.out, episodes=args.episodes, gamma=args.gamma,
-                         behaviour=not args.no_behaviour, log=lambda m: print(m, file=sys.stderr))
+                         behaviour=not args.no_behaviour, seeds=args.zoo_seeds, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps({"zoo": str(Path(args.out)), "dataset": args.dataset, "policies": len(manifest["policies"]),
                       "skipped": sorted(manifest.get("skipped", {}))}))
     return 0
@@ -375,12 +414,36 @@ def cmd_select(args) -> int:
     result = run_select(args.algo, protocol, parse_grid(args.grid), args.out or f"select/{args.algo}-{args.suite}",
                         datasets=args.datasets, seeds=args.seeds, workers=args.workers or 1,
                         estimators=args.estimators, gamma=args.gamma, holdout=not args.no_holdout, seed=args.seed,
-                        figures=not args.no_figures, progress=not args.quiet, fqe_steps=args.fqe_steps,
-                        dualdice_steps=args.dualdice_steps,
+                        figures=not args.no_figures, progress=not args.quiet, settings=estimator_settings(args),
                         log=(lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr)))
     print(Path(result["out"], "regret.md").read_text())
     print(f"select: {result['out']}")
     return 0
+
+
+def estimator_settings(args) -> EstimatorSettings:
+    hidden = None
+    if args.model_hidden:
+        try:
+            hidden = tuple(int(h) for h in args.model_hidden.split(","))
+        except ValueError:
+            raise OffbenchError(f"--model-hidden {args.model_hidden!r}: give layer widths like 200,200,200,200") from None
+        if not hidden or min(hidden) < 1:
+            raise OffbenchError(f"--model-hidden {args.model_hidden!r}: widths must be positive integers")
+    for flag in ("fqe_steps", "dualdice_steps", "model_max_epochs"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise OffbenchError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    return EstimatorSettings(fqe_steps=args.fqe_steps, dualdice_steps=args.dualdice_steps, model_hidden=hidden,
+                             model_max_epochs=args.model_max_epochs)
+
+
+def _add_estimator_options(p) -> None:
+    p.add_argument("--fqe-steps", type=int, help="neural FQE gradient steps (default 5000)")
+    p.add_argument("--dualdice-steps", type=int, help="neural DualDICE steps (default 5000)")
+    p.add_argument("--model-hidden", metavar="W1,W2,...", help="model-based OPE: dynamics layers (default 200,200,200,200)")
+    p.add_argument("--model-max-epochs", type=int, metavar="N",
+                   help="model-based OPE: dynamics training epochs (default: until hold-out early stopping)")
 
 
 def register_commands(commands) -> None:
@@ -397,12 +460,13 @@ def register_commands(commands) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the estimators and the bootstrap")
     p.add_argument("--gamma", type=float, default=0.99, help="discount of the values compared (default 0.99)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--fqe-steps", type=int, help="neural FQE gradient steps (default: ope.neural_fqe's 5000)")
-    p.add_argument("--dualdice-steps", type=int, help="neural DualDICE steps (default: ope.dualdice's 5000)")
+    _add_estimator_options(p)
     p.add_argument("--from", dest="results", action="append", metavar="RESULTS_DIR",
                    help="(ope zoo) a results directory whose runs on DATASET join the zoo (repeatable)")
     p.add_argument("--episodes", type=int, default=50, help="(ope zoo) ground-truth episodes per policy")
     p.add_argument("--no-behaviour", action="store_true", help="(ope zoo) leave the behaviour policies out")
+    p.add_argument("--seeds", dest="zoo_seeds", type=int, metavar="N",
+                   help="(ope zoo) only runs with training seed < N join the zoo (default: every seed)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=lambda args: _ope_dispatch(args))
@@ -422,8 +486,7 @@ def register_commands(commands) -> None:
                    help=f"OPE criteria, of {estimator_names()} (default: fqe wpdis)")
     p.add_argument("--gamma", type=float, default=0.99, help="discount of the OPE estimates (default 0.99)")
     p.add_argument("--seed", type=int, default=0, help="seed of the estimators and the bootstrap")
-    p.add_argument("--fqe-steps", type=int, help="neural FQE gradient steps (default 5000)")
-    p.add_argument("--dualdice-steps", type=int, help="neural DualDICE steps (default 5000)")
+    _add_estimator_options(p)
     p.add_argument("--no-holdout", action="store_true",
                    help="train on the whole dataset (the validation TD error is then in-sample)")
     p.add_argument("--no-figures", action="store_true")
@@ -442,5 +505,5 @@ def _ope_dispatch(args) -> int:
     return cmd_ope(args)
 
 
-__all__ = ["DEFAULT_ESTIMATORS", "EstimatorRunner", "check_estimators", "dope_table", "estimate_zoo",
+__all__ = ["DEFAULT_ESTIMATORS", "EstimatorRunner", "EstimatorSettings", "estimator_settings", "check_estimators", "dope_table", "estimate_zoo",
            "estimator_names", "register_commands", "run_ope", "stratified_bootstrap"]

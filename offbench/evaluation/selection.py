@@ -209,10 +209,10 @@ def relative_decline(trajectory: Sequence[float]) -> float:
 
 
 def run_criteria(run_dir: Path, dataset, validation, estimators: Sequence[str], *, gamma: float, seed: int,
-                 fqe_steps: int | None = None, dualdice_steps: int | None = None) -> dict:
+                 settings=None) -> dict:
     """Every criterion value of one finished run (larger = better, except td/decline)."""
     from offbench.evaluation.ope import AlgorithmPolicy
-    from offbench.evaluation.ope_cli import EstimatorRunner
+    from offbench.evaluation.ope_cli import EstimatorRunner, EstimatorSettings
     from offbench.evaluation.zoo import load_run_algorithm
 
     algorithm, step, _ = load_run_algorithm(run_dir, dataset)
@@ -223,7 +223,7 @@ def run_criteria(run_dir: Path, dataset, validation, estimators: Sequence[str], 
         policy = AlgorithmPolicy(algorithm)
     except OffbenchError:
         policy = None
-    runner = EstimatorRunner(dataset, gamma=gamma, seed=seed, fqe_steps=fqe_steps, dualdice_steps=dualdice_steps)
+    runner = EstimatorRunner(dataset, gamma=gamma, seed=seed, settings=settings or EstimatorSettings())
     for name in estimators:
         value = float("nan")
         if policy is not None:
@@ -332,8 +332,7 @@ def run_select(algo: str, protocol, grid: dict[str, list], out: str | os.PathLik
                datasets: Sequence[str] | None = None, seeds: int | None = None, workers: int = 1,
                estimators: Sequence[str] = ("fqe", "wpdis"), gamma: float = 0.99, holdout: bool = True,
                seed: int = 0, resamples: int = 1000, figures: bool = True, progress: bool = False,
-               tolerance: float = WORKFLOW_TOLERANCE, fqe_steps: int | None = None,
-               dualdice_steps: int | None = None, log: Callable[[str], None] = print) -> dict:
+               tolerance: float = WORKFLOW_TOLERANCE, settings=None, log: Callable[[str], None] = print) -> dict:
     """Sweep ``grid`` for ``algo`` under ``protocol`` into ``out`` (resumable) and write the study."""
     import pandas as pd
     import torch
@@ -341,11 +340,12 @@ def run_select(algo: str, protocol, grid: dict[str, list], out: str | os.PathLik
     from offbench.algorithm import load_algorithm_class, make_config
     from offbench.data import load_dataset
     from offbench.data.recipes import ensure_built
-    from offbench.evaluation.ope_cli import check_estimators
+    from offbench.evaluation.ope_cli import EstimatorSettings, check_estimators
     from offbench.evaluation.results import dataset_slug, load_results, run_scores
     from offbench.reproduce import algorithm_dirname, reproduce
 
     estimators = check_estimators(estimators)
+    settings = settings or EstimatorSettings()
     make_config(load_algorithm_class(algo), {k: v[0] for k, v in grid.items()})  # unknown settings: an error now
     torch.set_num_threads(1)
     out = Path(out)
@@ -360,8 +360,8 @@ def run_select(algo: str, protocol, grid: dict[str, list], out: str | os.PathLik
     study = {"algorithm": algo, "trained_as": name, "protocol": protocol.name, "suite": protocol.suite,
              "grid": grid, "points": [point_label(p) for p in points], "datasets": base.datasets,
              "seeds": base.seeds, "holdout": holdout, "validation_fraction": VALIDATION_FRACTION if holdout else None,
-             "estimators": estimators, "gamma": gamma, "workflow_tolerance": tolerance, "fqe_steps": fqe_steps,
-             "dualdice_steps": dualdice_steps}
+             "estimators": estimators, "gamma": gamma, "workflow_tolerance": tolerance,
+             "estimator_settings": settings.as_dict()}
     (out / "study.json").write_text(json.dumps(study, indent=2))
 
     records = []
@@ -407,7 +407,7 @@ def run_select(algo: str, protocol, grid: dict[str, list], out: str | os.PathLik
         ds, val = loaded[r["dataset"]]
         log(f"criteria: {r['point']} {r['dataset']} seed {r['seed']}")
         rows.append({**r, **run_criteria(Path(r["run_dir"]), ds, val, estimators, gamma=gamma, seed=seed,
-                                             fqe_steps=fqe_steps, dualdice_steps=dualdice_steps)})
+                                             settings=settings)})
         pd.DataFrame.from_records(rows).to_csv(cache_path, index=False)
     table = pd.DataFrame.from_records(rows)
     table.to_csv(cache_path, index=False)
