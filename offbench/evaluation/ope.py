@@ -897,20 +897,37 @@ def model_based(dataset: Dataset, policy: TargetPolicy, *, gamma: float = 1.0, h
     if num_rollouts is not None:
         starts = starts[rng.integers(len(starts), size=int(num_rollouts))]
     obs = torch.as_tensor(starts)
+    # A learned model can walk off the data into states where it predicts nonsense (huge states
+    # whose policy outputs are NaN): predictions are clipped to the data's observation and reward
+    # ranges, each widened by its span on both sides (wide, so the model's own noise around a
+    # boundary value is not truncated into a bias); the fraction of clipped steps is reported.
+    flat = data.obs.reshape(len(data.obs), -1)
+    span = flat.max(0) - flat.min(0)
+    obs_low = torch.as_tensor(flat.min(0) - span, dtype=torch.float32)
+    obs_high = torch.as_tensor(flat.max(0) + span, dtype=torch.float32)
+    r_span = float(data.rewards.max() - data.rewards.min())
+    r_low, r_high = float(data.rewards.min()) - r_span, float(data.rewards.max()) + r_span
     alive = torch.ones(len(obs), dtype=torch.bool)
     total = torch.zeros(len(obs), dtype=torch.float64)
+    clipped_steps = alive_steps = 0
     for t in range(horizon):
         shaped = obs.numpy().reshape(len(obs), *data.observation_space.shape)
         actions = policy.sample(shaped, rng)
         next_obs, reward, terminated, _ = model.step(obs, torch.as_tensor(model_actions(actions)), generator,
                                                      deterministic)
+        outside = ((next_obs < obs_low) | (next_obs > obs_high)).any(-1) | (reward < r_low) | (reward > r_high)
+        clipped_steps += int((outside & alive).sum())
+        alive_steps += int(alive.sum())
+        next_obs = torch.minimum(torch.maximum(next_obs, obs_low), obs_high)
+        reward = reward.clamp(r_low, r_high)
         total += (gamma**t) * torch.where(alive, reward.double(), torch.zeros_like(total))
         alive &= ~terminated
         if not bool(alive.any()):
             break
         obs = torch.where(alive.view(-1, 1), next_obs, obs)  # finished rows stay put (not counted)
     details = {"horizon": horizon, "rollouts": int(len(obs)), "task": task.name,
-               "terminated_fraction": float((~alive).float().mean())}
+               "terminated_fraction": float((~alive).float().mean()),
+               "clipped_step_fraction": clipped_steps / max(alive_steps, 1)}
     if fit_info is not None:
         details["elite_holdout_mse"] = fit_info["elite_holdout_mse"]
         details["model_epochs"] = fit_info["epochs"]
