@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from offbench.checkpoint import load_checkpoint, save_checkpoint, save_module
+from offbench.cpu import configure_training_process
 from offbench.data.collect import simulator_state
 from offbench.errors import OffbenchError
 from offbench.nn import seed_everything
@@ -195,7 +196,7 @@ class OnlineRun:
     def __init__(self, config: OnlineConfig, out: str | os.PathLike):
         self.out = Path(out)
         self.config = config
-        torch.set_num_threads(config.threads)
+        configure_training_process(config.threads)
         self.env = gym.make(config.env_id, **config.env_kwargs)
         seed_everything(config.seed)  # weight initialisation draws from the global torch RNG
         self.agent, self.agent_config = make_agent(config.algo, self.env.observation_space, self.env.action_space,

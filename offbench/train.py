@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from offbench.checkpoint import load_checkpoint, save_checkpoint
+from offbench.cpu import configure_training_process
 from offbench.data.dataset import Dataset
 from offbench.errors import OffbenchError
 from offbench.nn import seed_everything
@@ -82,7 +83,7 @@ def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(config.threads)
+    configure_training_process(config.threads)
     default_info = {"algorithm": f"{type(algorithm).__module__}:{type(algorithm).__name__}",
                     "algorithm_overrides": {}}  # enough for `offbench eval` to rebuild it
     resolved = {**default_info, **(run_info or {}), "train": asdict(config), "algorithm_config": _jsonable(asdict(algorithm.config)),

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from offbench.cpu import configure_training_process
 from offbench.data.dataset import Dataset, DatasetMetadata
 from offbench.train import build_algorithm
 
@@ -112,12 +113,16 @@ print(json.dumps({"rate": steps / (time.perf_counter() - t0), "version": d3rlpy.
 """
 
 
-def d3rlpy_rate(path: str, name: str, threads: int, budget: float) -> dict:
+#: glibc settings equal to offbench.cpu.tune_allocator's, for a d3rlpy run on equal terms
+GLIBC_TUNED = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+
+
+def d3rlpy_rate(path: str, name: str, threads: int, budget: float, tuned: bool = False) -> dict:
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": path}
+    env = {**os.environ, "PYTHONPATH": path, **({"GLIBC_TUNABLES": GLIBC_TUNED} if tuned else {})}
     done = subprocess.run([sys.executable, "-c", D3RLPY_SCRIPT, name, str(threads), str(budget)], env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -134,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     dataset = halfcheetah_shaped()
     for threads in args.threads:
-        torch.set_num_threads(threads)
+        configure_training_process(threads)  # as offbench.train.fit does
         peak = matmul_peak()
         emit(figure="matmul_peak_256", threads=threads, value=round(peak / 1e9, 1), unit="GFLOP/s")
         for name in args.algos:
@@ -164,6 +169,11 @@ def main() -> None:
                 else:
                     emit(figure=f"d3rlpy_{name}", threads=threads, value=round(theirs["rate"], 1), unit="steps/s",
                          d3rlpy_version=theirs["version"], offbench_speedup=round(rate / theirs["rate"], 2))
+                # d3rlpy given the same allocator setting as offbench (its own runs do not have it)
+                tuned = d3rlpy_rate(args.d3rlpy, name, threads, budget, tuned=True)
+                if "error" not in tuned:
+                    emit(figure=f"d3rlpy_{name}_same_allocator", threads=threads, value=round(tuned["rate"], 1),
+                         unit="steps/s", offbench_speedup=round(rate / tuned["rate"], 2))
 
 
 if __name__ == "__main__":
