@@ -737,9 +737,11 @@ def neural_fqe(dataset: Dataset, policy: TargetPolicy, *, gamma: float = 0.99, h
         with torch.no_grad():
             if data.discrete_actions:
                 next_v = (target.values(next_feats[rows]) * next_weight[rows]).sum(1)
-            else:
-                next_v = torch.stack([target.values(next_feats[rows], next_weight[k, rows])
-                                      for k in range(action_samples)]).mean(0)
+            else:  # the K action samples in one forward pass: [K * b] rows
+                b = len(rows)
+                next_v = target.values(next_feats[rows].repeat(action_samples, 1),
+                                       next_weight[:, rows].reshape(action_samples * b, -1))
+                next_v = next_v.view(action_samples, b).mean(0)
             y = (rewards[rows] + gamma * not_done[rows] * next_v).clamp(low, high)
         if data.discrete_actions:
             q = model.values(feats[rows]).gather(1, actions[rows].view(-1, 1)).squeeze(1)
