@@ -129,6 +129,21 @@ def test_suite_argument_averages_over_datasets(tmp_path):
     assert (agg.absolute_error_low, agg.absolute_error_high) == pytest.approx(
         stratified_bootstrap(dm.absolute_error, groups, resamples=100, seed=0)[1:])
 
+    # Expected online performance: top-k by the estimate = 1 - regret@k; random = E[max of k]
+    eop = pd.read_csv(out / "eop.csv")
+    for d, g in est.groupby("dataset"):
+        t, e = g.truth.to_numpy(), g.estimate.to_numpy()
+        curve = eop[(eop.dataset == d) & (eop.selector == "wpdis")].set_index("k").value
+        assert list(curve.index) == list(range(1, len(t) + 1)) and curve.is_monotonic_increasing
+        for k in curve.index:
+            assert curve[k] == pytest.approx(1 - dm.regret_at_k(t, e, k))
+        rand = eop[(eop.dataset == d) & (eop.selector == "random (no OPE)")].set_index("k").value
+        assert rand[1] == pytest.approx(dm.normalise(t, t).mean())
+        assert rand.iloc[-1] == pytest.approx(dm.expected_max_of_k(dm.normalise(t, t), len(t)))
+    mean = eop[eop.dataset == SUITE_ROW]
+    assert mean.k.max() == est.groupby("dataset").policy.nunique().min()
+    assert "Expected online performance" in (out / "table.md").read_text()
+
     # Resume: each dataset's estimates are kept with their key; a re-run reuses them untouched,
     # and a changed setting (another seed) estimates again.
     cached = out / "estimates" / "lite__stitchgrid__medium-v0.csv"

@@ -261,12 +261,53 @@ def _markdown(table, columns: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+RANDOM_SELECTOR = "random (no OPE)"
+EOP_KS = (1, 2, 3, 5, 10)
+
+
+def eop_curves(estimates):
+    """Expected online performance (Kurenkov & Kolesnikov 2022) of a budget of k online evaluations:
+    the best normalised true value among the k policies an estimator ranks highest, and
+    ``random (no OPE)``: E[max of k] policies drawn uniformly (``dope_metrics.expected_max_of_k``).
+    Values normalised per dataset (0 = its worst policy, 1 = its best). Rows for every k up to the
+    dataset's policy count, plus ``MEAN over datasets`` rows for k up to the smallest count."""
+    import pandas as pd
+
+    from offbench.evaluation import dope_metrics as dm
+
+    rows = []
+    for dataset, g in estimates.groupby("dataset", sort=True):
+        truth = g.drop_duplicates("policy").truth.to_numpy(float)
+        if len(truth) == 0:
+            continue
+        ks = range(1, len(truth) + 1)
+        random = dm.expected_max_of_k(dm.normalise(truth, truth), list(ks))
+        rows += [{"dataset": dataset, "selector": RANDOM_SELECTOR, "k": k, "value": float(v)} for k, v in zip(ks, random)]
+        for name, e in g.groupby("estimator", sort=False):
+            t, est = _finite(e.truth.to_numpy(float), e.estimate.to_numpy(float))
+            if len(t) == 0:
+                continue
+            order = dm.normalise(t, truth)[dm.top_k(est, len(t))]
+            best = np.maximum.accumulate(order)
+            rows += [{"dataset": dataset, "selector": name, "k": k, "value": float(best[min(k, len(t)) - 1])}
+                     for k in ks]
+    curves = pd.DataFrame.from_records(rows, columns=["dataset", "selector", "k", "value"])
+    if curves.dataset.nunique() > 1:
+        k_max = int(curves.groupby("dataset").k.max().min())
+        mean = (curves[curves.k <= k_max].groupby(["selector", "k"], sort=False).value.mean().reset_index()
+                .assign(dataset=SUITE_ROW))
+        curves = pd.concat([curves, mean[curves.columns]], ignore_index=True)
+    return curves
+
+
 def write_ope_outputs(estimates, metrics, out: Path, *, gamma: float, figures: bool = True) -> None:
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
     estimates.to_csv(out / "estimates.csv", index=False)
     metrics.to_csv(out / "metrics.csv", index=False)
+    eop = eop_curves(estimates)
+    eop.to_csv(out / "eop.csv", index=False)
     est_cols = list(dict.fromkeys(estimates.estimator))
     wide = estimates.drop_duplicates(["dataset", "policy"])[["dataset", "policy", "truth", "truth_stderr"]]
     values = estimates.set_index(["dataset", "policy", "estimator"]).estimate
@@ -285,9 +326,22 @@ def write_ope_outputs(estimates, metrics, out: Path, *, gamma: float, figures: b
     cells = metrics.assign(**{m: [_fmt(r[m], r[f"{m}_low"], r[f"{m}_high"]) for _, r in metrics.iterrows()]
                               for m in METRIC_NAMES})
     text.append(_markdown(cells, ["dataset", "estimator", "policies", "failed", *METRIC_NAMES]))
+    summary = eop[eop.dataset == (SUITE_ROW if (eop.dataset == SUITE_ROW).any() else eop.dataset.iloc[0])] \
+        if len(eop) else eop
+    if len(summary):
+        ks = [k for k in EOP_KS if k <= summary.k.max()]
+        table = summary[summary.k.isin(ks)].pivot(index="selector", columns="k", values="value")
+        table = table.reindex([RANDOM_SELECTOR, *[n for n in est_cols if n in table.index]])
+        text += ["", f"# Expected online performance ({summary.dataset.iloc[0]})\n",
+                 "Best normalised true value among the k policies each estimator ranks highest (0 = the dataset's "
+                 "worst policy, 1 = its best); `random (no OPE)`: k policies drawn uniformly (Kurenkov & "
+                 "Kolesnikov 2022). Every k: `eop.csv`.\n",
+                 _markdown(table.reset_index().rename(columns={k: f"k={k}" for k in ks}).assign(
+                     **{f"k={k}": [f"{v:.3f}" for v in table[k]] for k in ks}), ["selector", *[f"k={k}" for k in ks]])]
     (out / "table.md").write_text("\n".join(text))
     if figures:
         _ope_figures(estimates, metrics, out)
+        _eop_figure(eop, out)
 
 
 def _ope_figures(estimates, metrics, out: Path) -> None:
@@ -328,6 +382,27 @@ def _ope_figures(estimates, metrics, out: Path) -> None:
         ax.set_title(m)
     fig.tight_layout()
     fig.savefig(out / "metrics.png", dpi=120)
+    plt.close(fig)
+
+
+def _eop_figure(eop, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not len(eop):
+        return
+    rows = eop[eop.dataset == SUITE_ROW] if (eop.dataset == SUITE_ROW).any() else eop[eop.dataset == eop.dataset.iloc[0]]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for selector, g in rows.groupby("selector", sort=False):
+        ax.plot(g.k, g.value, marker="o", ms=3, label=selector, ls="--" if selector == RANDOM_SELECTOR else "-")
+    ax.set_xlabel("policies evaluated online (k)")
+    ax.set_ylabel("best normalised true value")
+    ax.set_title(f"expected online performance: {rows.dataset.iloc[0]}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "eop.png", dpi=120)
     plt.close(fig)
 
 
@@ -505,5 +580,5 @@ def _ope_dispatch(args) -> int:
     return cmd_ope(args)
 
 
-__all__ = ["DEFAULT_ESTIMATORS", "EstimatorRunner", "EstimatorSettings", "estimator_settings", "check_estimators", "dope_table", "estimate_zoo",
+__all__ = ["DEFAULT_ESTIMATORS", "eop_curves", "EstimatorRunner", "EstimatorSettings", "estimator_settings", "check_estimators", "dope_table", "estimate_zoo",
            "estimator_names", "register_commands", "run_ope", "stratified_bootstrap"]
