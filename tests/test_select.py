@@ -45,10 +45,28 @@ def test_rules_and_regrets_on_a_constructed_case():
     assert sel.loc[("d1", "cql_workflow"), "chosen"] == "p1"  # regret 0 on d1
     assert sel.loc[("d2", "cql_workflow"), "regret"] == pytest.approx(1.0)  # p1 is d2's worst
     assert sel.loc[("d1", "random"), "regret"] == pytest.approx(np.mean([1.0, 0.0, 0.5]))
+    assert ("d1", "default") not in sel.index  # no default point given: no such rule
+    with_default = select_units(constructed_table(), ["critic"], default_point="p1").set_index(["dataset", "rule"])
+    assert with_default.loc[("d1", "default"), "chosen"] == "p1"
+    assert with_default.loc[("d2", "default"), "regret"] == pytest.approx(1.0)  # p1 is d2's worst
+    absent = select_units(constructed_table(), ["critic"], default_point="p9").set_index(["dataset", "rule"])
+    assert np.isnan(absent.loc[("d1", "default"), "regret"])  # not in the grid: undefined
     summary = regret_summary(sel.reset_index(), resamples=200).set_index("rule")
     assert summary.loc["truth", "regret"] == 0.0 and summary.loc["truth", "oracle_picked"] == 1.0
     assert summary.loc["cql_workflow", "regret"] == pytest.approx(0.5)
     assert summary.loc["critic", "regret_low"] == summary.loc["critic", "regret_high"] == pytest.approx(0.5)
+
+
+def test_default_point_is_the_protocols_own_setting():
+    from offbench.evaluation.selection import default_point_label, grid_points
+    from offbench.protocol import load_protocol
+
+    lite = load_protocol("lite")
+    grid = grid_points({"expectile": [0.7, 0.9], "beta": [3, 10]})
+    assert default_point_label("iql", lite, grid) == "expectile=0.7,beta=3"  # IQLConfig's 0.7 and 3.0
+    assert default_point_label("iql", lite, grid_points({"expectile": [0.8, 0.9]})) is None
+    hidden = grid_points({"hidden": [[256, 256], [128, 128]]})
+    assert default_point_label("iql", lite, hidden) == "hidden=[128, 128]"  # lite's list equals the config's tuple
 
 
 def test_cql_workflow_rule_and_decline():

@@ -265,13 +265,16 @@ def cql_workflow_choice(decline: np.ndarray, td: np.ndarray, tolerance: float = 
     return _argmax(-decline)
 
 
-def select_units(table, criteria: Sequence[str], *, tolerance: float = WORKFLOW_TOLERANCE):
+def select_units(table, criteria: Sequence[str], *, tolerance: float = WORKFLOW_TOLERANCE,
+                 default_point: str | None = None):
     """Per (dataset, seed) unit and rule: the chosen grid point and its regret.
 
     ``table`` has one row per (dataset, seed, point) with ``truth`` and the criterion columns.
     Rules: ``truth`` (the oracle itself), each criterion in ``criteria`` (argmax; for
-    ``validation_td_error`` argmin), ``cql_workflow`` (:func:`cql_workflow_choice`) and
-    ``random`` (the expected regret of a uniformly random choice).
+    ``validation_td_error`` argmin), ``cql_workflow`` (:func:`cql_workflow_choice`),
+    ``default`` (always ``default_point``, the grid point equal to the protocol's own setting,
+    when the grid contains it: no selection at all) and ``random`` (the expected regret of a
+    uniformly random choice).
     """
     import pandas as pd
 
@@ -292,6 +295,9 @@ def select_units(table, criteria: Sequence[str], *, tolerance: float = WORKFLOW_
             rules[c] = _argmax(-values if c == "validation_td_error" else values)
         rules["cql_workflow"] = cql_workflow_choice(unit.q_decline.to_numpy(float),
                                                     unit.validation_td_error.to_numpy(float), tolerance)
+        if default_point is not None:
+            matches = np.flatnonzero(unit.point.to_numpy() == default_point)
+            rules["default"] = int(matches[0]) if len(matches) else None
         for rule, i in rules.items():
             rows.append({"dataset": dataset, "seed": seed, "rule": rule, "candidates": len(unit), "oracle": oracle,
                          "oracle_score": best, "chosen": unit.point[i] if i is not None else "",
@@ -413,7 +419,9 @@ def run_select(algo: str, protocol, grid: dict[str, list], out: str | os.PathLik
     table.to_csv(cache_path, index=False)
 
     criteria = ["critic", "validation_td_error", *[f"ope:{e}" for e in estimators]]
-    selections = select_units(table, criteria, tolerance=tolerance)
+    study["default_point"] = default_point_label(algo, protocol, points)
+    (out / "study.json").write_text(json.dumps(study, indent=2))
+    selections = select_units(table, criteria, tolerance=tolerance, default_point=study["default_point"])
     summary = regret_summary(selections, resamples=resamples, seed=seed)
     write_select_outputs(table, selections, summary, out, study, figures=figures)
     return {"out": out, "table": table, "selections": selections, "summary": summary}
@@ -426,7 +434,33 @@ RULE_DEFINITIONS = {
     "cql_workflow": "no 'peak then decline' of the logged dataset-action Q (decline <= tolerance), then the lowest "
                     "validation TD error; if every setting declines, the smallest decline",
     "random": "expected regret of a uniformly random setting",
+    "default": "always the protocol's own setting (no selection), when the grid contains it",
 }
+
+
+def default_point_label(algo: str, protocol, points: Sequence[dict]) -> str | None:
+    """The label of the grid point equal to the setting the protocol trains ``algo`` with
+    (its overrides over the algorithm's defaults), or None if no grid point is."""
+    from dataclasses import asdict
+
+    from offbench.algorithm import load_algorithm_class, make_config
+
+    config = asdict(make_config(load_algorithm_class(algo), protocol.per_algorithm.get(algo, {}).get("settings", {})))
+
+    def same(key, value) -> bool:
+        if key not in config:
+            return False
+        numbers = (int, float)
+        if isinstance(value, numbers) and isinstance(config[key], numbers) and not isinstance(value, bool):
+            return float(config[key]) == float(value)  # the grid's 3 is the config's 3.0
+        if isinstance(value, (list, tuple)) and isinstance(config[key], (list, tuple)):
+            return tuple(value) == tuple(config[key])  # a TOML list is the config's tuple
+        return config[key] == value
+
+    for point in points:
+        if all(same(k, v) for k, v in point.items()):
+            return point_label(point)
+    return None
 
 
 def write_select_outputs(table, selections, summary, out: Path, study: dict, *, figures: bool = True) -> None:
