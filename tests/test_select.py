@@ -73,6 +73,11 @@ def test_cql_workflow_rule_and_decline():
     assert relative_decline([1.0, 3.0, 2.0]) == pytest.approx(0.5)  # gave back half its range
     assert relative_decline([1.0, 2.0, 3.0]) == 0.0 and relative_decline([2.0, 2.0]) == 0.0
     assert np.isnan(relative_decline([]))
+    # Q that only falls from its initial value toward its fixed point (negative rewards, Q starts
+    # at 0): no "peak then decline"; after its lowest point it rose and fell back: that part counts
+    assert relative_decline([0.0, -100.0, -200.0, -300.0]) == 0.0
+    assert relative_decline([0.0, -300.0, -100.0, -200.0]) == pytest.approx(100.0 / 300.0)
+    assert relative_decline([0.0, 5.0, 10.0, 4.0]) == pytest.approx(0.6)  # a positive-reward rise, then a fall
     assert cql_workflow_choice([0.6, 0.3], [1.0, 2.0]) == 1  # all overfit: the smallest decline
     assert cql_workflow_choice([0.0, 0.01, 0.9], [5.0, 2.0, 0.1]) == 1  # non-overfitting, lowest TD
     assert cql_workflow_choice([np.nan, np.nan], [1.0, 2.0]) is None  # no logged Q: undefined

@@ -199,13 +199,20 @@ def q_trajectory(run_dir: Path) -> list[float]:
 
 
 def relative_decline(trajectory: Sequence[float]) -> float:
-    """(peak - final) / (peak - lowest) of a Q trajectory: the fraction of its range over training
-    given back since the peak (0 while it still peaks at the end or is constant); NaN if empty."""
+    """How much of a "peak then decline" the Q trajectory shows (Kumar et al. 2021: the mean Q on
+    dataset actions first rises, then falls): (peak - final) / (max - min), the peak taken AFTER
+    the trajectory's lowest point. So a Q that only falls from its initial value to where it
+    converges (every negative-reward task: Q starts near 0 above its fixed point) has no decline,
+    and a Q that rises, peaks and falls back gives back the fraction of its range since the peak.
+    0 while it still peaks at the end or is constant; NaN if empty."""
     if not trajectory:
         return float("nan")
     q = np.asarray(trajectory, dtype=np.float64)
     spread = float(q.max() - q.min())
-    return float((q.max() - q[-1]) / spread) if spread > 0 else 0.0
+    if spread <= 0:
+        return 0.0
+    peak = float(q[int(np.argmin(q)):].max())
+    return float((peak - q[-1]) / spread)
 
 
 def run_criteria(run_dir: Path, dataset, validation, estimators: Sequence[str], *, gamma: float, seed: int,
@@ -404,7 +411,9 @@ def run_select(algo: str, protocol, grid: dict[str, list], out: str | os.PathLik
     for r in runs.to_dict("records"):
         key = (r["point"], r["dataset"], r["seed"])
         if key in cached and all(c in cached[key] for c in wanted):
-            rows.append({**cached[key], **r})
+            # the decline is cheap (it reads metrics.jsonl): always recomputed, so a change of its
+            # definition never leaves stale values in the cache
+            rows.append({**cached[key], **r, "q_decline": relative_decline(q_trajectory(Path(r["run_dir"])))})
             continue
         if r["dataset"] not in loaded:
             ensure_built(r["dataset"], progress=False)
