@@ -699,7 +699,6 @@ def neural_fqe(dataset: Dataset, policy: TargetPolicy, *, gamma: float = 0.99, h
         net = mlp(in_dim, data.n_actions, hidden)
         actions = torch.as_tensor(data.actions.astype(np.int64) - int(data.action_space.start))
         next_weight = torch.as_tensor(_probabilities(policy, data.next_obs, data.n_actions), dtype=torch.float32)
-        start_weight = _probabilities(policy, data.start_obs, data.n_actions)
     else:
         act_dim = int(np.prod(data.action_space.shape))
         net = QEnsemble(in_dim, act_dim, members=1, hidden=hidden)

@@ -306,8 +306,6 @@ def eop_curves(estimates):
 
 
 def write_ope_outputs(estimates, metrics, out: Path, *, gamma: float, figures: bool = True) -> None:
-    import pandas as pd
-
     out.mkdir(parents=True, exist_ok=True)
     estimates.to_csv(out / "estimates.csv", index=False)
     metrics.to_csv(out / "metrics.csv", index=False)
