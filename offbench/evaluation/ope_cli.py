@@ -409,6 +409,19 @@ def _eop_figure(eop, out: Path) -> None:
     plt.close(fig)
 
 
+def estimator_code_hash() -> str:
+    """sha256 of the estimators' source (``ope.py`` and this module): a changed estimator
+    invalidates cached estimates instead of mixing old and new numbers in one study."""
+    import hashlib
+
+    from offbench.evaluation import ope
+
+    digest = hashlib.sha256()
+    for path in (ope.__file__, __file__):
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
 def run_ope(target: str, zoo_dir: str | os.PathLike, *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
             out: str | os.PathLike | None = None, gamma: float = 0.99, seed: int = 0, resamples: int = 1000,
             settings: EstimatorSettings = EstimatorSettings(), figures: bool = True,
@@ -416,8 +429,8 @@ def run_ope(target: str, zoo_dir: str | os.PathLike, *, estimators: Sequence[str
     """The OPE study of ``target`` (a dataset id or a suite name); returns the output paths and tables.
 
     Resumable: each dataset's estimates are kept in ``OUT/estimates/DATASET_SLUG.csv`` with the
-    key they were made under (zoo manifest, estimators, gamma, seed, settings); a re-run reuses
-    a dataset whose key is unchanged and estimates only the rest."""
+    key they were made under (zoo manifest, estimators, gamma, seed, settings and the estimators'
+    source code); a re-run reuses a dataset whose key is unchanged and estimates only the rest."""
     import hashlib
 
     import pandas as pd
@@ -434,7 +447,8 @@ def run_ope(target: str, zoo_dir: str | os.PathLike, *, estimators: Sequence[str
     for dataset_id in datasets:
         zoo_manifest = json.dumps(load_zoo(zoo_dir, dataset_id), sort_keys=True).encode()  # a clear error if none
         key = json.dumps({"zoo": hashlib.sha256(zoo_manifest).hexdigest(), "estimators": list(estimators),
-                          "gamma": gamma, "seed": seed, "settings": settings.as_dict()}, sort_keys=True)
+                          "gamma": gamma, "seed": seed, "settings": settings.as_dict(),
+                          "code": estimator_code_hash()}, sort_keys=True)
         cached = out / "estimates" / f"{dataset_slug(dataset_id)}.csv"
         key_path = cached.with_suffix(".key.json")
         if cached.exists() and key_path.exists() and key_path.read_text() == key:
@@ -451,9 +465,10 @@ def run_ope(target: str, zoo_dir: str | os.PathLike, *, estimators: Sequence[str
     estimates["behaviour"] = estimates["behaviour"].fillna("").astype(str)
     metrics = dope_table(estimates, resamples=resamples, seed=seed, aggregate=is_suite)
     write_ope_outputs(estimates, metrics, out, gamma=gamma, figures=figures)
-    (out / "ope.json").write_text(json.dumps({"target": target, "datasets": datasets, "estimators": estimators,
+    write_atomic(out / "ope.json", json.dumps({"target": target, "datasets": datasets, "estimators": estimators,
                                               "gamma": gamma, "seed": seed, "resamples": resamples,
-                                              "settings": settings.as_dict(), "zoo": str(zoo_dir)}, indent=2))
+                                              "settings": settings.as_dict(), "estimator_code": estimator_code_hash(),
+                                              "zoo": str(zoo_dir)}, indent=2))
     return {"out": out, "estimates": estimates, "metrics": metrics}
 
 
