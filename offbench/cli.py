@@ -77,33 +77,63 @@ def cmd_datasets_info(args) -> int:
     return 0
 
 
-def cmd_datasets_build(args) -> int:
-    from offbench.data.recipes import build_dataset, update_card
-
-    import time
-
-    started = time.perf_counter()
-    path = build_dataset(args.id, force=args.force, progress=not args.quiet, allow_mismatch=args.allow_mismatch)
-    seconds = time.perf_counter() - started
-    print(f"built {args.id} -> {path} ({seconds:.1f} s)")
-    if args.update_card:
-        card = update_card(args.id, build_seconds=seconds)
-        print(f"updated card {card.path}")
+def _each(items: list, run, describe) -> int:
+    """Run ``run`` on every item; with several, a failure is reported and the rest still run."""
+    if len(items) == 1:
+        run(items[0])
+        return 0
+    failed = []
+    for item in items:
+        try:
+            run(item)
+        except OffbenchError as exc:
+            print(f"offbench: error: {exc}", file=sys.stderr)
+            failed.append(describe(item))
+    if failed:
+        print(f"offbench: {len(failed)} of {len(items)} failed: {', '.join(failed)}", file=sys.stderr)
+        return 2
     return 0
 
 
-def cmd_datasets_verify(args) -> int:
+def cmd_datasets_build(args) -> int:
+    import time
+
+    from offbench.data.catalogue import list_cards, select_cards
+    from offbench.data.recipes import build_dataset, update_card
+
+    if bool(args.ids) == args.all:
+        raise OffbenchError("name the datasets to build (ids, a suite such as 'lite', or globs), or pass --all")
+    cards = list_cards() if args.all else select_cards(args.ids)
+    # Mixes last: their sources are then built (or rebuilt under --force) once, not twice.
+    cards.sort(key=lambda c: c.recipe.get("kind") == "mix")
+    started_all = time.perf_counter()
+
+    def build(card) -> None:
+        started = time.perf_counter()
+        path = build_dataset(card.id, force=args.force, progress=not args.quiet, allow_mismatch=args.allow_mismatch)
+        seconds = time.perf_counter() - started
+        print(f"built {card.id} -> {path} ({seconds:.1f} s)", flush=True)
+        if args.update_card:
+            print(f"updated card {update_card(card.id, build_seconds=seconds).path}")
+
+    code = _each(cards, build, lambda c: c.id)
+    if len(cards) > 1:
+        print(f"{len(cards)} datasets in {time.perf_counter() - started_all:.1f} s")
+    return code
+
+
+def _verify_one(target: str) -> None:
     from offbench.data.catalogue import get_card, looks_like_path, resolve_dataset_path
     from offbench.data.dataset import read_dataset
     from offbench.data.mirrors import file_sha256
 
-    path = resolve_dataset_path(args.target)
+    path = resolve_dataset_path(target)
     dataset = read_dataset(path, validate=True)  # raises on any structural or checksum problem
     print(f"{path}: {dataset.num_steps:,} steps, {dataset.num_episodes:,} episodes; "
           f"arrays, episode index and {len(dataset.metadata.checksums)} array checksums OK")
     card = None
-    if not looks_like_path(args.target):
-        card = get_card(args.target)
+    if not looks_like_path(target):
+        card = get_card(target)
     elif dataset.metadata.dataset_id:
         try:
             card = get_card(dataset.metadata.dataset_id)
@@ -121,7 +151,24 @@ def cmd_datasets_verify(args) -> int:
                   f"with other library versions)")
         elif card.sha256:
             print(f"file sha256 matches the card of {card.id}")
-    return 0
+
+
+def cmd_datasets_verify(args) -> int:
+    from offbench.data.catalogue import cached_path, list_cards, looks_like_path, select_cards
+
+    if bool(args.targets) == args.all:
+        raise OffbenchError("name the datasets or files to verify, or pass --all (every cached catalogue dataset)")
+    if args.all:
+        targets = [c.id for c in list_cards() if cached_path(c.id).exists()]
+        if not targets:
+            raise OffbenchError("no catalogue dataset is in the cache: build or download some first")
+    else:
+        targets = [t for target in args.targets
+                   for t in ([target] if looks_like_path(target) else [c.id for c in select_cards([target])])]
+    code = _each(targets, _verify_one, str)
+    if len(targets) > 1 and code == 0:
+        print(f"verified {len(targets)} datasets")
+    return code
 
 
 def cmd_datasets_download(args) -> int:
@@ -383,8 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_datasets_info)
 
-    p = sub.add_parser("build", help="regenerate a dataset locally from its card's recipe")
-    p.add_argument("id")
+    p = sub.add_parser("build", help="regenerate datasets locally from their cards' recipes")
+    p.add_argument("ids", nargs="*", metavar="ID",
+                   help="dataset ids, suites or suite/env prefixes (locomotion, lite/pendulum) or globs ('lite/*/expert-v0')")
+    p.add_argument("--all", action="store_true", help="every catalogue dataset")
     p.add_argument("--force", action="store_true", help="rebuild even if the file is cached")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="keep a rebuild whose content differs from the card's content_sha256")
@@ -392,8 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_datasets_build)
 
-    p = sub.add_parser("verify", help="check a cached dataset or a file: structure and checksums")
-    p.add_argument("target", metavar="ID|PATH")
+    p = sub.add_parser("verify", help="check cached datasets or files: structure and checksums")
+    p.add_argument("targets", nargs="*", metavar="ID|PATH", help="ids, suites, prefixes or globs as for build, or files")
+    p.add_argument("--all", action="store_true", help="every cached catalogue dataset")
     p.set_defaults(func=cmd_datasets_verify)
 
     p = sub.add_parser("download", help="download a dataset from a mirror, checking its sha256")

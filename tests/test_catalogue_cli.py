@@ -142,6 +142,50 @@ def test_list_info_verify(catalogue, capsys):
     assert main(["datasets", "verify", str(cached_path("test/pendulum/random-v0"))]) == 0
 
 
+def test_select_cards_by_id_prefix_and_glob(catalogue):
+    from offbench.data.catalogue import select_cards
+
+    def ids(*patterns):
+        return [c.id for c in select_cards(list(patterns))]
+
+    assert ids("test/pendulum/random-v0") == ["test/pendulum/random-v0"]
+    assert len(ids("test")) == len(ids("test/pendulum")) == len(ids("test/*")) == 6
+    assert ids("test/*/random*") == ["test/pendulum/random-b-v0", "test/pendulum/random-v0"]
+    assert ids("test/pendulum/expert-v0", "test/*/expert-v0") == ["test/pendulum/expert-v0"]  # once each
+    with pytest.raises(DatasetNotFoundError, match="did you mean test/pendulum/expert-v0"):
+        select_cards(["test/pendulum/exprt-v0"])
+    with pytest.raises(DatasetNotFoundError, match="'locomotoin' names no catalogue dataset.*suite \\(test\\)"):
+        select_cards(["locomotoin"])
+
+
+def test_build_and_verify_many(catalogue, capsys):
+    """`build` takes suites and globs; mixes go after their sources; a failing dataset is reported
+    by id while the others still build, and the exit code says something failed."""
+    assert main(["datasets", "build", "--quiet"]) == 2
+    assert "or pass --all" in capsys.readouterr().err
+    assert main(["datasets", "build", "test/pendulum/mixed-v0", "test/*/random*", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    built = [line.split()[1] for line in out.splitlines() if line.startswith("built ")]
+    assert built == ["test/pendulum/random-b-v0", "test/pendulum/random-v0", "test/pendulum/mixed-v0"]
+    assert "3 datasets in" in out
+    assert main(["datasets", "verify", "test/*/random*", "test/pendulum/mixed-v0"]) == 0
+    assert "verified 3 datasets" in capsys.readouterr().out
+
+    assert main(["datasets", "build", "--all", "--quiet"]) == 2  # badmix cannot be built
+    captured = capsys.readouterr()
+    assert "1 of 6 failed: test/pendulum/badmix-v0" in captured.err
+    assert "cannot mix datasets with different arrays" in captured.err
+    assert cached_path("test/pendulum/policymix-v0").exists() and not cached_path("test/pendulum/badmix-v0").exists()
+    # verify --all checks every cached catalogue dataset; a corrupted one is named, the rest pass.
+    import h5py
+
+    with h5py.File(cached_path("test/pendulum/expert-v0"), "r+") as f:
+        f["rewards"][3] = f["rewards"][3] + 1.0
+    assert main(["datasets", "verify", "--all"]) == 2
+    err = capsys.readouterr().err
+    assert "[rewards]" in err and "1 of 5 failed: " in err and err.splitlines()[-1].endswith("expert-v0")
+
+
 def test_not_cached_and_unknown(catalogue):
     with pytest.raises(DatasetNotFoundError, match="not in the cache.*offbench datasets build"):
         load_dataset("test/pendulum/expert-v0")

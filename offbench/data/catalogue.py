@@ -7,6 +7,7 @@ an id lives at ``datasets/<suite>/<env>/<name>-vN.toml``. Cached files live at
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import os
 import re
 import sys
@@ -144,6 +145,29 @@ def get_card(dataset_id: str) -> DatasetCard:
     close = difflib.get_close_matches(dataset_id, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "`offbench datasets list` shows every id"
     raise DatasetNotFoundError(f"unknown dataset id {dataset_id!r}: {hint}")
+
+
+def select_cards(patterns: list[str]) -> list[DatasetCard]:
+    """The cards named by ``patterns``, in catalogue order, each once.
+
+    A pattern is an exact id (``lite/pendulum/medium-v0``), a prefix of whole id parts
+    (``locomotion``, ``locomotion/hopper``) or a shell glob (``lite/*/expert-v0``). A pattern
+    that names nothing raises, so a typo never silently builds less than asked for."""
+    cards = list_cards()
+    chosen: dict[str, DatasetCard] = {}
+    for pattern in patterns:
+        stripped = pattern.strip("/")
+        matched = [c for c in cards if c.id == stripped or c.id.startswith(stripped + "/")
+                   or fnmatch.fnmatchcase(c.id, stripped)]
+        if not matched:
+            if ID_PATTERN.match(stripped):
+                get_card(stripped)  # raises with the closest known ids
+            suites = sorted({c.suite for c in cards})
+            raise DatasetNotFoundError(
+                f"{pattern!r} names no catalogue dataset: give an id, a suite ({', '.join(suites)}), "
+                f"a suite/env prefix or a glob such as 'lite/*/expert-v0'; `offbench datasets list` shows them all")
+        chosen.update((c.id, c) for c in matched)
+    return sorted(chosen.values(), key=lambda c: c.id)
 
 
 def looks_like_path(value: str) -> bool:
