@@ -187,6 +187,22 @@ def cmd_datasets_publish(args) -> int:
     return 0
 
 
+def cmd_datasets_serve(args) -> int:
+    from offbench.data.mirror_server import make_server
+
+    server = make_server(args.directory, args.host, args.port, quiet=args.quiet)
+    host, port = server.server_address[:2]
+    print(f"serving the mirror {Path(args.directory).resolve()} at http://{host}:{port}/ "
+          f"(use it with `offbench datasets download ID --mirror http://{host}:{port}/`; Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_datasets_export_minari(args) -> int:
     from offbench.data.minari_interop import export_to_minari
 
@@ -458,6 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory")
     p.add_argument("ids", nargs="*", help="dataset ids (default: every cached catalogue dataset)")
     p.set_defaults(func=cmd_datasets_publish)
+
+    p = sub.add_parser("serve", help="serve a published mirror directory over HTTP (with byte ranges)")
+    p.add_argument("directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--quiet", action="store_true", help="do not log each request")
+    p.set_defaults(func=cmd_datasets_serve)
 
     p = sub.add_parser("export-minari", help="write a dataset in Minari's format")
     p.add_argument("id", metavar="ID|PATH")

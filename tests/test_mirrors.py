@@ -476,3 +476,57 @@ def test_index_path_escaping_the_mirror_is_rejected(env, serve, bad_path):
     assert [p for p, _ in handler.requests] == ["/index.json"]
     assert not env.cached.exists()
     assert not env.cached.parent.exists() or not any(env.cached.parent.iterdir())
+
+
+def test_served_mirror_resumes_and_serves_only_its_index(env, monkeypatch):
+    """`offbench datasets serve`'s server: downloads from it resume with byte ranges, and it
+    answers nothing outside the mirror's index (no listing, no traversal, no stray files)."""
+    import http.client
+
+    from offbench.cli import main
+    from offbench.data.mirror_server import MirrorRequestHandler, make_server, serve_in_thread
+
+    answered = []
+    monkeypatch.setattr(MirrorRequestHandler, "log_request",
+                        lambda self, code="-", size="-": answered.append((self.path, self.headers.get("Range"), int(code))))
+    with pytest.raises(OffbenchError, match="no index.json here; publish a mirror into it first"):
+        make_server(env.tmp / "empty", port=0)
+    put_in_cache(env, env.data)
+    mirror = env.tmp / "mirror"
+    assert main(["datasets", "publish", str(mirror)]) == 0
+    (mirror / "secret.txt").write_text("not published")
+    server = make_server(mirror, port=0, quiet=True)
+    serve_in_thread(server)
+    host, port = server.server_address[:2]
+    try:
+        def get(path, headers=None):
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            return response.status, dict(response.getheaders()), body
+
+        status, headers, body = get(FILE_URL_PATH)
+        assert status == 200 and body == env.data and headers["Accept-Ranges"] == "bytes"
+        status, headers, body = get(FILE_URL_PATH, {"Range": "bytes=100-"})
+        assert status == 206 and body == env.data[100:]
+        assert headers["Content-Range"] == f"bytes 100-{len(env.data) - 1}/{len(env.data)}"
+        assert get(FILE_URL_PATH, {"Range": "bytes=5-9"})[2] == env.data[5:10]
+        assert get(FILE_URL_PATH, {"Range": f"bytes={len(env.data)}-"})[0] == 416
+        assert json.loads(get("/index.json")[2])["datasets"][ID]["sha256"] == env.sha
+        for path in ("/", "/secret.txt", "/test/toy/", "/../home/" + FILE_URL_PATH, "/%2e%2e/catalogue"):
+            assert get(path)[0] == 404, path
+
+        # A download interrupted half-way resumes from where its .part stopped.
+        env.cached.unlink()
+        part = env.cached.with_name(env.cached.name + ".part")
+        part.write_bytes(env.data[: len(env.data) // 2])
+        url = f"http://{host}:{port}/"
+        answered.clear()
+        assert main(["datasets", "download", ID, "--mirror", url, "--quiet"]) == 0
+        assert env.cached.read_bytes() == env.data and not part.exists()
+        assert answered == [("/index.json", None, 200), (FILE_URL_PATH, f"bytes={len(env.data) // 2}-", 206)]
+    finally:
+        server.shutdown()
+        server.server_close()
