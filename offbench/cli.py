@@ -147,8 +147,8 @@ def _verify_one(target: str) -> None:
                                 f"re-download or rebuild it")
         file_digest = file_sha256(path)
         if card.sha256 and file_digest != card.sha256:
-            print(f"note: file sha256 differs from the published file (content identical: rebuilt locally "
-                  f"with other library versions)")
+            print("note: file sha256 differs from the published file (content identical: rebuilt locally "
+                  "with other library versions)")
         elif card.sha256:
             print(f"file sha256 matches the card of {card.id}")
 

@@ -24,9 +24,9 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -343,7 +343,7 @@ class OnlineRun:
                 episode_return += float(reward)
                 if self.step >= cfg.warmup_steps:
                     for _ in range(cfg.updates_per_step):
-                        metrics = self.agent.update(self.buffer.sample(cfg.batch_size, self.rng))
+                        self.agent.update(self.buffer.sample(cfg.batch_size, self.rng))
                 self.elapsed = time.perf_counter() - started
                 if self.step % cfg.eval_every == 0:
                     last_eval = self.evaluate()

@@ -24,7 +24,6 @@ from datetime import date
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import tomli_w
 
 from offbench.behaviour import make_policy

@@ -7,7 +7,7 @@ batch 256, tau 0.005, one update per env step after a random warm-up).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np

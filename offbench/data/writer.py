@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from offbench.data import format as fmt
-from offbench.data.spaces import element_shape, space_to_json, storage_dtype
+from offbench.data.spaces import space_to_json, storage_dtype
 from offbench.errors import DatasetFormatError
 
 
