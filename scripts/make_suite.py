@@ -3,7 +3,10 @@
     python scripts/make_suite.py --suite lite --task reacher \
         --run ~/.cache/offbench/runs/behaviour/lite-reacher-sac-s0 --size 100000 --build
 
-1. expert = the run's last snapshot (``--expert-step`` to override); medium = the snapshot whose
+1. expert = the run's last snapshot (``--expert-step`` to override; ``--expert-candidates K``:
+   of the K snapshots with the best 10-episode stochastic evaluation in the curve, the one with
+   the best 50-episode stochastic return, measured with a selection seed distinct from the
+   seed of the reported 100-episode return, so that number carries no selection bias); medium = the snapshot whose
    10-episode evaluation return is closest to one third of the way from the random to the
    expert return, among those up to the first that reaches it (D4RL: "about one third of the
    expert's return"; on the normalised scale so tasks with negative returns work too);
@@ -29,10 +32,11 @@ import tomli_w
 from offbench.behaviour import make_policy
 from offbench.cli import main as cli
 from offbench.data.collect import measure_returns
-from offbench.online import export_policy, load_run_config
+from offbench.online import export_policy, load_run_config, measure_policy, snapshot_policy
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = {"random": 100, "medium": 200, "expert": 300}
+SELECTION_SEED = 777_000  # expert selection only; reported returns use export_policy's seed
 
 
 def choose_medium(curve: list[dict], snapshot_steps: set[int], random_ret: float, expert_ret: float) -> int:
@@ -49,6 +53,21 @@ def choose_medium(curve: list[dict], snapshot_steps: set[int], random_ret: float
     raise SystemExit(f"no snapshot reaches one third of the expert return ({threshold:.1f}); pass --medium-step")
 
 
+def choose_expert(run: Path, curve: list[dict], snapshot_steps: set[int], candidates: int) -> int:
+    """Of the ``candidates`` snapshots with the best curve (10-episode stochastic) returns, the
+    one with the best 50-episode stochastic return under a selection-only seed."""
+    ranked = sorted((row for row in curve if int(row["step"]) in snapshot_steps),
+                    key=lambda row: -float(row["return_stochastic"]))[:candidates]
+    measured = []
+    for row in ranked:
+        module, config, _ = snapshot_policy(run, int(row["step"]))
+        result = measure_policy(module, config.env_id, 50, SELECTION_SEED, config.env_kwargs)
+        measured.append((result["stochastic"]["mean"], int(row["step"])))
+        print(f"expert candidate step {row['step']}: 50-episode stochastic return "
+              f"{result['stochastic']['mean']:.1f} (curve {float(row['return_stochastic']):.1f})", flush=True)
+    return max(measured)[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", required=True)
@@ -58,6 +77,8 @@ def main() -> None:
     parser.add_argument("--random-policy", choices=["uniform", "init"], default="uniform",
                         help="uniform: uniform random actions; init: the randomly initialised actor (D4RL)")
     parser.add_argument("--expert-step", type=int)
+    parser.add_argument("--expert-candidates", type=int, default=0,
+                        help="choose the expert among the K best snapshots of the curve by 50 episodes")
     parser.add_argument("--medium-step", type=int)
     parser.add_argument("--expert-reference", help="scripted expert policy name for the reference score")
     parser.add_argument("--build", action="store_true")
@@ -68,7 +89,12 @@ def main() -> None:
     env = gym.make(config.env_id)
     curve = list(csv.DictReader(open(args.run / "curve.csv")))
     steps = {int(p.stem.split("-")[1]) for p in (args.run / "snapshots").glob("policy-*.safetensors")}
-    expert_step = args.expert_step or max(steps)
+    if args.expert_step:
+        expert_step = args.expert_step
+    elif args.expert_candidates:
+        expert_step = choose_expert(args.run, curve, steps, args.expert_candidates)
+    else:
+        expert_step = max(steps)
     policy_dir = REPO / "datasets" / "policies" / args.task
     policy_dir.mkdir(parents=True, exist_ok=True)
 
@@ -99,6 +125,9 @@ def main() -> None:
         "task": args.task, "env_id": config.env_id, "run": args.run.name, "training_config": run_info,
         "training_wall_seconds": float(curve[-1]["wall_time"]), "trained_steps": int(curve[-1]["step"]),
         "medium_step": medium_step, "expert_step": expert_step,
+        "expert_rule": (f"given: step {args.expert_step}" if args.expert_step else
+                        f"best 50-episode stochastic return (seed {SELECTION_SEED}) among the {args.expert_candidates} "
+                        "snapshots with the best 10-episode curve return" if args.expert_candidates else "last snapshot"),
         "medium_rule": "snapshot with 10-episode stochastic return closest to random + (expert - random) / 3, up to the first that reaches it",
         "returns": {"medium": medium["returns"], "expert": expert["returns"]},
     }, indent=2))
