@@ -1,9 +1,13 @@
-"""Shared fixtures: an isolated cache and catalogue, and small real datasets."""
+"""Shared fixtures: an isolated cache and catalogue, small real datasets, and the kill-and-resume
+check every offline algorithm must pass."""
 from __future__ import annotations
+
+import json
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from offbench.data.writer import DatasetWriter
 
@@ -43,3 +47,51 @@ def write_toy(path, lengths=(5, 3, 4), terminated=(False, True, False), *, seed=
 @pytest.fixture
 def toy_path(tmp_path):
     return write_toy(tmp_path / "toy.hdf5")
+
+
+@pytest.fixture
+def pendulum(tmp_path, monkeypatch):
+    """A 1000-step uniform-random Pendulum dataset built from a real card (5 episodes)."""
+    from offbench import load_dataset
+    from offbench.data.recipes import build_dataset
+    from tests.test_catalogue_cli import CARD
+
+    root = tmp_path / "cat"
+    (root / "t" / "pendulum").mkdir(parents=True)
+    (root / "t" / "pendulum" / "random-v0.toml").write_text(CARD.format(
+        id="t/pendulum/random-v0", recipe='kind = "rollout"\nenv_id = "Pendulum-v1"\npolicy = "uniform_random"\n'
+                                          'steps = 1000\nseed = 0'))
+    monkeypatch.setenv("OFFBENCH_CATALOGUE", str(root))
+    build_dataset("t/pendulum/random-v0", progress=False)
+    return load_dataset("t/pendulum/random-v0")
+
+
+class Killed(Exception):
+    """Raised from a training hook to stand in for a killed process."""
+
+
+def kill_and_resume(name: str, dataset, settings: dict, config, root, *, kill_at: int, checkpoint_at: int,
+                    run_info: dict | None = None):
+    """Train ``name`` straight through into ``root/a``; train it again into ``root/b``, killed at
+    step ``kill_at`` and resumed from its checkpoint (which must be at ``checkpoint_at``). Assert
+    both end with bit-identical parameters and evaluation returns; return (straight, resumed)."""
+    from offbench.train import build_algorithm, fit, train_run
+
+    straight = build_algorithm(name, dataset, settings, seed=config.seed)
+    fit(straight, dataset, config, root / "a", progress=False)
+
+    def kill(step):
+        if step == kill_at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_run(name, dataset, settings, config, root / "b", progress=False, on_step=kill)
+    assert json.loads((root / "b" / "checkpoint.json").read_text())["step"] == checkpoint_at
+    resumed = build_algorithm(name, dataset, settings, seed=config.seed)
+    fit(resumed, dataset, config, root / "b", progress=False, **({"run_info": run_info} if run_info else {}))
+    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=key)
+    evals = [[json.loads(r)["returns"] for r in (root / d / "evaluations.jsonl").read_text().splitlines()]
+             for d in ("a", "b")]
+    assert evals[0] == evals[1]
+    return straight, resumed

@@ -2,7 +2,6 @@
 two value targets, exact resume, and learning on real datasets (marked slow)."""
 from __future__ import annotations
 
-import json
 import math
 
 import gymnasium as gym
@@ -19,7 +18,8 @@ from offbench.data.recipes import build_dataset
 from offbench.data.sampling import TransitionBatch
 from offbench.data.writer import DatasetWriter
 from offbench.errors import OffbenchError
-from offbench.train import TrainConfig, build_algorithm, fit, train_run
+from offbench.train import TrainConfig, train_run
+from tests.conftest import kill_and_resume
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
 ACT = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -271,25 +271,6 @@ def test_awr_rejects_an_unknown_value_target():
 
 
 # ---------------------------------------------------------------------- the training loop
-@pytest.fixture
-def small_pendulum(tmp_path, monkeypatch):
-    """A 1000-step uniform-random Pendulum dataset built from a real card (as tests/test_train.py)."""
-    from tests.test_catalogue_cli import CARD
-
-    root = tmp_path / "cat"
-    (root / "t" / "pendulum").mkdir(parents=True)
-    (root / "t" / "pendulum" / "random-v0.toml").write_text(CARD.format(
-        id="t/pendulum/random-v0", recipe='kind = "rollout"\nenv_id = "Pendulum-v1"\npolicy = "uniform_random"\n'
-                                          'steps = 1000\nseed = 0'))
-    monkeypatch.setenv("OFFBENCH_CATALOGUE", str(root))
-    build_dataset("t/pendulum/random-v0", progress=False)
-    return load_dataset("t/pendulum/random-v0")
-
-
-class Killed(Exception):
-    pass
-
-
 # checkpoint_every = 15 puts the resumed checkpoint at step 45, an odd step: a TD3+BC that forgot
 # its update count on resume would update its actor one step out of phase.
 SMALL = TrainConfig(steps=60, batch_size=32, eval_every=30, eval_episodes=2, final_eval_episodes=2,
@@ -298,25 +279,8 @@ SMALL = TrainConfig(steps=60, batch_size=32, eval_every=30, eval_episodes=2, fin
 
 @pytest.mark.parametrize("name, settings", [("td3_bc", {}), ("awac", {}), ("awr", {"value_target": "monte_carlo"}),
                                             ("awr", {"value_target": "td"})])
-def test_resume_after_kill_gives_identical_parameters(small_pendulum, tmp_path, name, settings):
-    settings = {"hidden": [16, 16], **settings}
-    straight = build_algorithm(name, small_pendulum, settings, seed=SMALL.seed)
-    fit(straight, small_pendulum, SMALL, tmp_path / "a", progress=False)
-
-    def kill(step):
-        if step == 47:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_run(name, small_pendulum, settings, SMALL, tmp_path / "b", progress=False, on_step=kill)
-    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["step"] == 45
-    resumed = build_algorithm(name, small_pendulum, settings, seed=SMALL.seed)
-    fit(resumed, small_pendulum, SMALL, tmp_path / "b", progress=False)
-    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=key)
-    evals = [[json.loads(r)["returns"] for r in (tmp_path / d / "evaluations.jsonl").read_text().splitlines()]
-             for d in ("a", "b")]
-    assert evals[0] == evals[1]
+def test_resume_after_kill_gives_identical_parameters(pendulum, tmp_path, name, settings):
+    kill_and_resume(name, pendulum, {"hidden": [16, 16], **settings}, SMALL, tmp_path, kill_at=47, checkpoint_at=45)
 
 
 # ---------------------------------------------------------------------- learning

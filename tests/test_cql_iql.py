@@ -4,7 +4,6 @@ multiplier's direction, reward scaling, exact resume, and learning on random Pen
 The stitching claim (discrete IQL and CQL on StitchGrid) is in tests/test_stitching.py."""
 from __future__ import annotations
 
-import json
 import math
 
 import gymnasium as gym
@@ -16,9 +15,10 @@ from torch import nn
 from offbench import load_dataset
 from offbench.data.recipes import build_dataset
 from offbench.data.sampling import TransitionBatch
-from offbench.train import TrainConfig, build_algorithm, fit, train_run
+from offbench.train import TrainConfig, build_algorithm, train_run
 from tests.conftest import BOX_ACT, BOX_OBS
-from tests.test_train import SMALL, Killed, pendulum  # noqa: F401  (pendulum is a fixture)
+from tests.conftest import kill_and_resume
+from tests.test_train import SMALL
 
 from baselines.cql import CQL, CQLConfig
 from baselines.iql import IQL, IQLConfig
@@ -287,27 +287,11 @@ def test_discrete_cql_loss_by_hand():
     ("cql", {"hidden": [16, 16], "lagrange": True, "num_sampled_actions": 3}),
     ("iql", {"hidden": [16, 16], "actor_cosine_steps": 50}),
 ])
-def test_resume_after_kill_gives_identical_parameters(pendulum, tmp_path, name, overrides):  # noqa: F811
-    straight = build_algorithm(name, pendulum, overrides, seed=SMALL.seed)
-    fit(straight, pendulum, SMALL, tmp_path / "a", progress=False)
-
-    def kill(step):
-        if step == 47:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_run(name, pendulum, overrides, SMALL, tmp_path / "b", progress=False, on_step=kill)
-    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["step"] == 40
-    resumed = build_algorithm(name, pendulum, overrides, seed=SMALL.seed)
-    fit(resumed, pendulum, SMALL, tmp_path / "b", progress=False)
-    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=key)
+def test_resume_after_kill_gives_identical_parameters(pendulum, tmp_path, name, overrides):
+    straight, resumed = kill_and_resume(name, pendulum, overrides, SMALL, tmp_path, kill_at=47, checkpoint_at=40)
     for optim_name, optim in straight.optimizers().items():
         lrs = [g["lr"] for g in resumed.optimizers()[optim_name].param_groups]
         assert [g["lr"] for g in optim.param_groups] == lrs
-    evals = [[json.loads(r)["returns"] for r in (tmp_path / d / "evaluations.jsonl").read_text().splitlines()]
-             for d in ("a", "b")]
-    assert evals[0] == evals[1]
 
 
 # ---------------------------------------------------------------------- learning

@@ -15,6 +15,7 @@ from offbench.cli import main
 from offbench.envs.gridworld import N_ACTIONS, N_STATES, default_mdp, expected_return, value_iteration
 from offbench.errors import OffbenchError
 from offbench.online import OnlineConfig, OnlineRun, ReplayBuffer
+from tests.conftest import Killed
 
 GRID_OBS = gym.spaces.Discrete(N_STATES)
 GRID_ACT = gym.spaces.Discrete(N_ACTIONS)
@@ -178,10 +179,6 @@ def grid_config(**kw) -> OnlineConfig:
                 agent={"hidden": (32, 32), "target_update_every": 50, "epsilon_decay_steps": 400})
     base.update(kw)
     return OnlineConfig(**base)
-
-
-class Killed(Exception):
-    pass
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):

@@ -20,7 +20,7 @@ from offbench.envs.gridworld import S1, S7, cell_name
 from offbench.errors import OffbenchError
 from offbench.train import TrainConfig, build_algorithm, fit, train_run
 from offbench.transformer import CausalTransformer, causal_attention_mask
-from tests.conftest import write_toy
+from tests.conftest import kill_and_resume, write_toy
 
 # A small DT for fast tests (the defaults are the paper's: K 20, 3 layers, embedding 128).
 TINY = {"embed_dim": 16, "layers": 2, "heads": 2, "context_length": 3, "dropout": 0.1}
@@ -349,46 +349,13 @@ def test_continuous_dt_improves_over_random_on_pendulum(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------- resume
-@pytest.fixture
-def pendulum(tmp_path, monkeypatch):
-    from tests.test_catalogue_cli import CARD  # a small real Pendulum card
-    root = tmp_path / "cat"
-    (root / "t" / "pendulum").mkdir(parents=True)
-    (root / "t" / "pendulum" / "random-v0.toml").write_text(CARD.format(
-        id="t/pendulum/random-v0", recipe='kind = "rollout"\nenv_id = "Pendulum-v1"\npolicy = "uniform_random"\n'
-                                          'steps = 1000\nseed = 0'))
-    monkeypatch.setenv("OFFBENCH_CATALOGUE", str(root))
-    build_dataset("t/pendulum/random-v0", progress=False)
-    return load_dataset("t/pendulum/random-v0")
-
-
-class Killed(Exception):
-    pass
-
-
 def test_resume_after_kill_gives_identical_parameters(pendulum, tmp_path, capsys):
     small = TrainConfig(steps=60, batch_size=16, eval_every=30, eval_episodes=2, final_eval_episodes=2,
                         checkpoint_every=20, log_every=10)
     settings = {**TINY, "warmup_steps": 50}  # dropout 0.1: the global RNG must be restored too
-    straight = build_algorithm("dt", pendulum, settings, seed=small.seed)
-    fit(straight, pendulum, small, tmp_path / "a", progress=False)
-
-    def kill(step):
-        if step == 47:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_run("dt", pendulum, settings, small, tmp_path / "b", progress=False, on_step=kill)
-    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["step"] == 40
-    resumed = build_algorithm("dt", pendulum, settings, seed=small.seed)
-    fit(resumed, pendulum, small, tmp_path / "b", progress=False,
-        run_info={"algorithm": "dt", "algorithm_overrides": settings})  # what train_run records, for `eval`
+    _, resumed = kill_and_resume("dt", pendulum, settings, small, tmp_path, kill_at=47, checkpoint_at=40,
+                                 run_info={"algorithm": "dt", "algorithm_overrides": settings})  # as train_run, for `eval`
     assert int(resumed.updates) == 60
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
-    rows = {run: [json.loads(r) for r in (tmp_path / run / "evaluations.jsonl").read_text().splitlines()]
-            for run in "ab"}
-    assert [r["returns"] for r in rows["a"]] == [r["returns"] for r in rows["b"]]
     # `offbench eval` rebuilds the model (prepare sizes the timestep table) and reloads it.
     assert main(["eval", str(tmp_path / "b"), "--episodes", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 60

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from offbench.cli import main
 from offbench.online import OnlineConfig, OnlineRun
+from tests.conftest import Killed
 
 
 def small_config(**kw):
@@ -18,10 +19,6 @@ def small_config(**kw):
                 agent={"hidden": (32, 32)})
     base.update(kw)
     return OnlineConfig(**base)
-
-
-class Killed(Exception):
-    pass
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):

@@ -11,7 +11,8 @@ import torch
 from offbench import load_dataset
 from offbench.cli import main
 from offbench.data.recipes import build_dataset
-from offbench.train import TrainConfig, build_algorithm, fit, train_run
+from offbench.train import TrainConfig, build_algorithm, train_run
+from tests.conftest import kill_and_resume
 
 
 @pytest.fixture
@@ -21,53 +22,16 @@ def grid_expert(monkeypatch):
     return load_dataset("lite/stitchgrid/expert-v0")
 
 
-@pytest.fixture
-def pendulum(tmp_path):
-    from tests.test_catalogue_cli import CARD  # a small real Pendulum card
-    root = tmp_path / "cat"
-    (root / "t" / "pendulum").mkdir(parents=True)
-    (root / "t" / "pendulum" / "random-v0.toml").write_text(CARD.format(
-        id="t/pendulum/random-v0", recipe='kind = "rollout"\nenv_id = "Pendulum-v1"\npolicy = "uniform_random"\n'
-                                          'steps = 1000\nseed = 0'))
-    import os
-    os.environ["OFFBENCH_CATALOGUE"] = str(root)
-    try:
-        build_dataset("t/pendulum/random-v0", progress=False)
-        yield load_dataset("t/pendulum/random-v0")
-    finally:
-        del os.environ["OFFBENCH_CATALOGUE"]
-
-
 SMALL = TrainConfig(steps=60, batch_size=32, eval_every=30, eval_episodes=2, final_eval_episodes=2,
                     checkpoint_every=20, log_every=10)
 
 
-class Killed(Exception):
-    pass
-
-
 def test_resume_after_kill_gives_identical_parameters(pendulum, tmp_path):
-    straight = build_algorithm("bc", pendulum, {"hidden": [16, 16]}, seed=SMALL.seed)
-    fit(straight, pendulum, SMALL, tmp_path / "a", progress=False)
-
-    def kill(step):
-        if step == 47:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_run("bc", pendulum, {"hidden": [16, 16]}, SMALL, tmp_path / "b", progress=False, on_step=kill)
-    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["step"] == 40
-    resumed = build_algorithm("bc", pendulum, {"hidden": [16, 16]}, seed=SMALL.seed)
-    fit(resumed, pendulum, SMALL, tmp_path / "b", progress=False)
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    kill_and_resume("bc", pendulum, {"hidden": [16, 16]}, SMALL, tmp_path, kill_at=47, checkpoint_at=40)
     for name in ("metrics.jsonl", "evaluations.jsonl"):
         steps_a = [json.loads(r)["step"] for r in (tmp_path / "a" / name).read_text().splitlines()]
         steps_b = [json.loads(r)["step"] for r in (tmp_path / "b" / name).read_text().splitlines()]
         assert steps_a == steps_b  # rows after the checkpoint were dropped and written again
-    evals_a = (tmp_path / "a" / "evaluations.jsonl").read_text().splitlines()
-    evals_b = (tmp_path / "b" / "evaluations.jsonl").read_text().splitlines()
-    assert [json.loads(r)["returns"] for r in evals_a] == [json.loads(r)["returns"] for r in evals_b]
 
 
 def test_run_directory_and_cli(pendulum, tmp_path, capsys):
