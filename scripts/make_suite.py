@@ -53,17 +53,17 @@ def choose_medium(curve: list[dict], snapshot_steps: set[int], random_ret: float
     raise SystemExit(f"no snapshot reaches one third of the expert return ({threshold:.1f}); pass --medium-step")
 
 
-def choose_expert(run: Path, curve: list[dict], snapshot_steps: set[int], candidates: int) -> int:
+def choose_expert(run: Path, curve: list[dict], snapshot_steps: set[int], candidates: int, episodes: int = 50) -> int:
     """Of the ``candidates`` snapshots with the best curve (10-episode stochastic) returns, the
-    one with the best 50-episode stochastic return under a selection-only seed."""
+    one with the best ``episodes``-episode stochastic return under a selection-only seed."""
     ranked = sorted((row for row in curve if int(row["step"]) in snapshot_steps),
                     key=lambda row: -float(row["return_stochastic"]))[:candidates]
     measured = []
     for row in ranked:
         module, config, _ = snapshot_policy(run, int(row["step"]))
-        result = measure_policy(module, config.env_id, 50, SELECTION_SEED, config.env_kwargs)
+        result = measure_policy(module, config.env_id, episodes, SELECTION_SEED, config.env_kwargs)
         measured.append((result["stochastic"]["mean"], int(row["step"])))
-        print(f"expert candidate step {row['step']}: 50-episode stochastic return "
+        print(f"expert candidate step {row['step']}: {episodes}-episode stochastic return "
               f"{result['stochastic']['mean']:.1f} (curve {float(row['return_stochastic']):.1f})", flush=True)
     return max(measured)[1]
 
