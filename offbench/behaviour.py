@@ -76,15 +76,17 @@ class CheckpointPolicy:
     """A trained policy network loaded from ``NAME.safetensors`` with its sidecar ``NAME.json``.
 
     The sidecar is data (never code): ``{"module": "TanhGaussianPolicy", "obs_dim", "act_dim",
-    "hidden", "env_id", "step", "returns": {...}}``; the module class comes from a fixed
-    allow-list. The file's sha256 is checked against the recipe's before loading. Actions are
-    sampled from the stochastic policy (D4RL's recipe) with a torch generator seeded by the
-    recipe, and ``act_batch`` serves many environments with one forward pass.
+    "hidden", "env_id", "step", "returns": {...}}`` (a DQN's ``QNetwork`` adds ``n_states`` and
+    its behaviour ``epsilon``); the module class comes from a fixed allow-list. The file's sha256
+    is checked against the recipe's before loading. Actions are sampled from the stochastic
+    policy (D4RL's recipe; a Q-network acts epsilon-greedily) with a torch generator seeded by
+    the recipe, and ``act_batch`` serves many environments with one forward pass.
     """
 
     deterministic = False
 
-    def __init__(self, path: str | Path, *, sha256: str | None = None, seed: int = 0, deterministic: bool = False):
+    def __init__(self, path: str | Path, *, sha256: str | None = None, seed: int = 0, deterministic: bool = False,
+                 epsilon: float | None = None):
         import json
 
         import torch
@@ -101,20 +103,19 @@ class CheckpointPolicy:
             raise OffbenchError(f"behaviour checkpoint {path} has sha256 {digest[:16]}…, the recipe expects "
                                 f"{sha256[:16]}…: the file was changed; restore it from git")
         self.info = json.loads(path.with_suffix(".json").read_text())
-        network_class = policy_module_class(self.info.get("module"))
-        self.network = load_module(path, network_class(self.info["obs_dim"], self.info["act_dim"],
-                                                        tuple(self.info["hidden"]))).eval()
+        self.network = load_module(path, policy_network(self.info, path)).eval()
         self.name = self.info.get("name", path.stem)
         self.sha256 = digest
         self.deterministic = deterministic
+        self.epsilon = float(self.info.get("epsilon", 0.0) if epsilon is None else epsilon)
         self.generator = torch.Generator().manual_seed(seed)
 
     def act_batch(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        with torch.no_grad():
-            obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
-            action, log_prob = self.network(obs, self.deterministic, self.generator)
+        obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
+        action, log_prob = sample_actions(self.network, obs, deterministic=self.deterministic,
+                                          generator=self.generator, epsilon=self.epsilon)
         return action.numpy(), log_prob.double().numpy()
 
     def act(self, observation, rng=None):
@@ -122,14 +123,34 @@ class CheckpointPolicy:
         return actions[0], float(log_probs[0])
 
 
-def policy_module_class(name: str):
-    """The allow-list of network classes a behaviour checkpoint may name (never an import path)."""
+def policy_network(info: dict, where: object = "behaviour checkpoint"):
+    """An untrained network of the class a sidecar names, from a fixed allow-list (never an import path)."""
+    from baselines.online.dqn import QNetwork
     from offbench.nn import TanhGaussianPolicy
 
-    allowed = {"TanhGaussianPolicy": TanhGaussianPolicy}
-    if name not in allowed:
-        raise OffbenchError(f"unknown policy module {name!r}; known: {sorted(allowed)}")
-    return allowed[name]
+    name = info.get("module")
+    try:
+        if name == "TanhGaussianPolicy":  # SAC's actor
+            return TanhGaussianPolicy(info["obs_dim"], info["act_dim"], tuple(info["hidden"]))
+        if name == "QNetwork":  # DQN's Q-network; act_dim is the number of actions
+            return QNetwork(info["obs_dim"], info["act_dim"], tuple(info["hidden"]), info.get("n_states"))
+    except KeyError as exc:
+        raise OffbenchError(f"{where}: its sidecar lacks the field {exc.args[0]!r}") from None
+    raise OffbenchError(f"{where}: unknown policy module {name!r}; known: QNetwork, TanhGaussianPolicy")
+
+
+def sample_actions(network, obs, *, deterministic: bool, generator, epsilon: float = 0.0):
+    """Actions and their exact log-probabilities under a behaviour network: SAC's actor samples
+    its squashed Gaussian (deterministic: the squashed mean); a Q-network acts epsilon-greedily
+    (deterministic: greedy, log-prob 0)."""
+    import torch
+
+    from baselines.online.dqn import QNetwork
+
+    with torch.no_grad():
+        if isinstance(network, QNetwork):
+            return network.epsilon_greedy(obs, 0.0 if deterministic else epsilon, generator)
+        return network(obs, deterministic, generator)
 
 
 def make_policy(spec: str | dict, env: gym.Env, *, seed: int = 0, root: Path | None = None) -> BehaviourPolicy:
@@ -137,6 +158,7 @@ def make_policy(spec: str | dict, env: gym.Env, *, seed: int = 0, root: Path | N
 
     ``{kind = "checkpoint", path = "policies/hopper/medium.safetensors", sha256 = "..."}``
     loads a trained policy; ``path`` is relative to ``root`` (default: the catalogue directory).
+    A DQN checkpoint acts epsilon-greedily with its sidecar's ``epsilon`` unless the table gives one.
     """
     kind = spec if isinstance(spec, str) else spec.get("kind")
     if kind == "checkpoint":
@@ -145,7 +167,7 @@ def make_policy(spec: str | dict, env: gym.Env, *, seed: int = 0, root: Path | N
         if "path" not in spec:
             raise OffbenchError(f"checkpoint policy spec needs a 'path': {spec!r}")
         return CheckpointPolicy(Path(root or catalogue_dir()) / spec["path"], sha256=spec.get("sha256"), seed=seed,
-                                deterministic=bool(spec.get("deterministic", False)))
+                                deterministic=bool(spec.get("deterministic", False)), epsilon=spec.get("epsilon"))
     if kind == "uniform_random":
         return UniformRandomPolicy(env.action_space)
     if kind == "pendulum_swingup":

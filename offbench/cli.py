@@ -256,13 +256,14 @@ def cmd_online_train(args) -> int:
 
 
 def cmd_online_evaluate(args) -> int:
-    from offbench.online import measure_policy, snapshot_policy
+    from offbench.online import behaviour_epsilon, measure_policy, snapshot_policy
 
     run = Path(args.run)
     steps = args.step or sorted(int(p.stem.split("-")[1]) for p in (run / "snapshots").glob("policy-*.safetensors"))
     for step in steps:
-        module, config, _ = snapshot_policy(run, step)
-        result = measure_policy(module, config.env_id, args.episodes, args.seed, config.env_kwargs)
+        module, config, agent_config = snapshot_policy(run, step)
+        result = measure_policy(module, config.env_id, args.episodes, args.seed, config.env_kwargs,
+                                epsilon=behaviour_epsilon(agent_config))
         print(json.dumps({"step": step, **result}), flush=True)
     return 0
 

@@ -399,14 +399,24 @@ def snapshot_policy(run_dir: Path, step: int) -> tuple[torch.nn.Module, OnlineCo
     return agent.policy_module().eval(), config, asdict(agent_config)
 
 
-def measure_policy(module: torch.nn.Module, env_id: str, episodes: int, seed: int, env_kwargs=None) -> dict:
-    """Mean/std/stderr of undiscounted returns, stochastic and deterministic, ``episodes`` each."""
+def behaviour_epsilon(agent_config: dict) -> float:
+    """The exploration rate of a snapshot's behaviour policy: a DQN's final epsilon (SAC: unused)."""
+    return float(agent_config.get("epsilon_end", 0.0))
+
+
+def measure_policy(module: torch.nn.Module, env_id: str, episodes: int, seed: int, env_kwargs=None,
+                   epsilon: float = 0.0) -> dict:
+    """Mean/std/stderr of undiscounted returns, stochastic and deterministic, ``episodes`` each
+    (a Q-network's stochastic policy is epsilon-greedy with ``epsilon``)."""
+    from offbench.behaviour import sample_actions
+
     generator = torch.Generator().manual_seed(seed)
     out = {"episodes": episodes, "seed": seed}
     for label, deterministic in (("stochastic", False), ("deterministic", True)):
         def policy(obs):
-            with torch.no_grad():
-                return module(torch.as_tensor(obs, dtype=torch.float32), deterministic, generator)[0].numpy()
+            obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+            return sample_actions(module, obs, deterministic=deterministic, generator=generator,
+                                  epsilon=epsilon)[0].numpy()
 
         result = rollout(policy, env_id, episodes, seed=seed, env_kwargs=env_kwargs)
         out[label] = {"mean": round(result.mean, 3), "std": round(float(result.returns.std()), 3),
@@ -421,12 +431,18 @@ def export_policy(run_dir: Path, step: int, dest: Path, *, name: str, episodes: 
     module, config, agent_config = snapshot_policy(run_dir, step)
     dest = Path(dest)
     save_module(dest, module)
-    obs_dim = int(np.prod(gym.make(config.env_id).observation_space.shape))
+    if config.algo == "dqn":  # the Q-network; its behaviour policy is epsilon-greedy
+        shape = {"obs_dim": module.obs_dim, "act_dim": module.n_actions, "n_states": module.n_states,
+                 "epsilon": behaviour_epsilon(agent_config)}
+    else:
+        shape = {"obs_dim": int(np.prod(gym.make(config.env_id).observation_space.shape)),
+                 "act_dim": int(module.action_scale.numel())}
     info = {
         "name": name, "module": type(module).__name__, "algo": config.algo, "env_id": config.env_id,
-        "obs_dim": obs_dim, "act_dim": int(module.action_scale.numel()), "hidden": list(agent_config["hidden"]),
+        **shape, "hidden": list(agent_config["hidden"]),
         "step": step, "run": Path(run_dir).name, "training_seed": config.seed,
-        "returns": measure_policy(module, config.env_id, episodes, seed, config.env_kwargs),
+        "returns": measure_policy(module, config.env_id, episodes, seed, config.env_kwargs,
+                                  epsilon=shape.get("epsilon", 0.0)),
         "sha256": file_sha256(dest), "git_commit": git_commit(),
     }
     info["returns"]["mean"] = info["returns"]["stochastic"]["mean"]  # the behaviour samples actions

@@ -32,7 +32,7 @@ import tomli_w
 from offbench.behaviour import make_policy
 from offbench.cli import main as cli
 from offbench.data.collect import measure_returns
-from offbench.online import export_policy, load_run_config, measure_policy, snapshot_policy
+from offbench.online import behaviour_epsilon, export_policy, load_run_config, measure_policy, snapshot_policy
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = {"random": 100, "medium": 200, "expert": 300}
@@ -60,8 +60,9 @@ def choose_expert(run: Path, curve: list[dict], snapshot_steps: set[int], candid
                     key=lambda row: -float(row["return_stochastic"]))[:candidates]
     measured = []
     for row in ranked:
-        module, config, _ = snapshot_policy(run, int(row["step"]))
-        result = measure_policy(module, config.env_id, episodes, SELECTION_SEED, config.env_kwargs)
+        module, config, agent_config = snapshot_policy(run, int(row["step"]))
+        result = measure_policy(module, config.env_id, episodes, SELECTION_SEED, config.env_kwargs,
+                                epsilon=behaviour_epsilon(agent_config))
         measured.append((result["stochastic"]["mean"], int(row["step"])))
         print(f"expert candidate step {row['step']}: {episodes}-episode stochastic return "
               f"{result['stochastic']['mean']:.1f} (curve {float(row['return_stochastic']):.1f})", flush=True)

@@ -274,3 +274,46 @@ def test_cli_train_writes_run_directory(tmp_path, capsys):
         "net.4.weight": (9, 32), "net.4.bias": (9,)}
     assert (out / "curve.csv").read_text().count("\n") == 3  # header + 2 evaluations
     assert main(args[:-2] + ["--set", "no_such_key=1"]) == 2
+
+
+def test_dqn_snapshot_is_an_epsilon_greedy_behaviour_policy(tmp_path, monkeypatch, capsys):
+    """export-policy turns a DQN snapshot into a behaviour checkpoint; a rollout recipe with it
+    stores epsilon-greedy actions with their exact log-probabilities, and rebuilds identically."""
+    from offbench import load_dataset
+    from offbench.behaviour import CheckpointPolicy
+    from offbench.data.recipes import build_dataset
+
+    run = tmp_path / "run"
+    assert main(["online", "train", "dqn", "--env", "offbench/StitchGrid-v0", "--steps", "600", "--seed", "1",
+                 "--out", str(run), "--quiet", "--set", "warmup_steps=100", "--set", "eval_every=300",
+                 "--set", "eval_episodes=2", "--set", "batch_size=32", "--set", "hidden=[32,32]",
+                 "--set", "epsilon_decay_steps=300", "--set", "epsilon_end=0.2"]) == 0
+    root = tmp_path / "catalogue"
+    dest = root / "policies" / "grid" / "dqn.safetensors"
+    assert main(["online", "export-policy", str(run), "--step", "600", "--name", "dqn", "--dest", str(dest),
+                 "--episodes", "20"]) == 0
+    info = json.loads(dest.with_suffix(".json").read_text())
+    assert (info["module"], info["obs_dim"], info["act_dim"], info["n_states"], info["epsilon"]) == \
+        ("QNetwork", 9, 9, 9, 0.2)
+    assert info["returns"]["episodes"] == 20 and info["returns"]["mean"] == info["returns"]["stochastic"]["mean"]
+
+    card = root / "grid" / "stitch" / "dqn-v0.toml"
+    card.parent.mkdir(parents=True)
+    card.write_text(f'id = "grid/stitch/dqn-v0"\nenv_id = "offbench/StitchGrid-v0"\ndescription = "test"\n'
+                    f'[recipe]\nkind = "rollout"\nenv_id = "offbench/StitchGrid-v0"\nsteps = 400\nseed = 5\n'
+                    f'num_envs = 4\npolicy = {{ kind = "checkpoint", path = "policies/grid/dqn.safetensors", '
+                    f'sha256 = "{info["sha256"]}" }}\n[reference_scores]\nrandom = -1.0\nexpert = 0.9\n')
+    monkeypatch.setenv("OFFBENCH_CATALOGUE", str(root))
+    path = build_dataset("grid/stitch/dqn-v0", progress=False)
+    first = path.read_bytes()
+    ds = load_dataset("grid/stitch/dqn-v0", validate=True)
+    assert ds.num_steps == 400
+    q = CheckpointPolicy(dest, sha256=info["sha256"]).network
+    with torch.no_grad():
+        greedy = q(torch.as_tensor(ds.observations)).argmax(-1).numpy()
+    actions = ds.actions.astype(np.int64)
+    # pi(a|s) = 0.8 * 1[a = greedy] + 0.2 / 9 (Mnih et al.'s epsilon-greedy with epsilon 0.2)
+    expected = np.where(actions == greedy, np.log(0.8 + 0.2 / 9), np.log(0.2 / 9))
+    np.testing.assert_allclose(ds.extra("behaviour_log_prob"), expected, rtol=1e-12)
+    assert 0.7 < (actions == greedy).mean() < 0.95  # about 0.8 + 0.2/9 of the steps are greedy
+    assert build_dataset("grid/stitch/dqn-v0", progress=False, force=True).read_bytes() == first

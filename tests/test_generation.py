@@ -66,6 +66,12 @@ def test_exported_policy_sidecar(generation_catalogue):
     assert policy.sha256 == info["sha256"]
     with pytest.raises(OffbenchError, match="recipe expects"):
         CheckpointPolicy(generation_catalogue / "policies" / "pendulum" / "medium.safetensors", sha256="0" * 64)
+    # The sidecar is data: a module name outside the allow-list is refused, never imported.
+    sidecar = generation_catalogue / "policies" / "pendulum" / "medium.json"
+    sidecar.write_text(json.dumps({**info, "module": "os.system"}))
+    with pytest.raises(OffbenchError, match="unknown policy module 'os.system'; known: QNetwork, TanhGaussianPolicy"):
+        CheckpointPolicy(generation_catalogue / "policies" / "pendulum" / "medium.safetensors")
+    sidecar.write_text(json.dumps(info))
 
 
 def test_checkpoint_rollout_is_exact_and_deterministic(generation_catalogue):
