@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from offbench.checkpoint import load_checkpoint, save_checkpoint, save_module
-from offbench.cpu import configure_training_process
+from offbench.cpu import configure_training_process, torch_threads
 from offbench.data.collect import simulator_state
 from offbench.errors import OffbenchError
 from offbench.nn import seed_everything
@@ -407,7 +407,8 @@ def behaviour_epsilon(agent_config: dict) -> float:
 def measure_policy(module: torch.nn.Module, env_id: str, episodes: int, seed: int, env_kwargs=None,
                    epsilon: float = 0.0) -> dict:
     """Mean/std/stderr of undiscounted returns, stochastic and deterministic, ``episodes`` each
-    (a Q-network's stochastic policy is epsilon-greedy with ``epsilon``)."""
+    (a Q-network's stochastic policy is epsilon-greedy with ``epsilon``). One torch thread:
+    fast on a shared machine, and the same numbers on any core count (offbench/cpu.py)."""
     from offbench.behaviour import sample_actions
 
     generator = torch.Generator().manual_seed(seed)
@@ -418,7 +419,8 @@ def measure_policy(module: torch.nn.Module, env_id: str, episodes: int, seed: in
             return sample_actions(module, obs, deterministic=deterministic, generator=generator,
                                   epsilon=epsilon)[0].numpy()
 
-        result = rollout(policy, env_id, episodes, seed=seed, env_kwargs=env_kwargs)
+        with torch_threads(1):
+            result = rollout(policy, env_id, episodes, seed=seed, env_kwargs=env_kwargs)
         out[label] = {"mean": round(result.mean, 3), "std": round(float(result.returns.std()), 3),
                       "stderr": round(result.stderr, 3)}
     return out

@@ -22,3 +22,20 @@ def test_configure_training_process_sets_threads():
         assert torch.get_num_threads() == 1 and cpu._tuned is not None
     finally:
         torch.set_num_threads(before)
+
+
+def test_torch_threads_pins_and_restores():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with cpu.torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        try:
+            with cpu.torch_threads(1):
+                raise KeyError("inside")
+        except KeyError:
+            pass
+        assert torch.get_num_threads() == 2  # restored on the way out of an error too
+    finally:
+        torch.set_num_threads(before)

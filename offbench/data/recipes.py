@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from offbench.behaviour import make_policy
+from offbench.cpu import torch_threads
 from offbench.data.catalogue import DatasetCard, cached_path, get_card
 from offbench.data.collect import collect, collect_vectorised
 from offbench.data.dataset import Dataset, read_dataset
@@ -69,9 +70,10 @@ def _rollout_into(path: Path, *, dataset_id: str, description: str, recipe: dict
                        description=description) as writer, \
             _progress(int(recipe["steps"]), dataset_id, progress) as bar:
         if hasattr(policy, "act_batch"):  # networks: many envs, one batched forward pass per step
-            collect_vectorised(recipe["env_id"], policy, writer, num_steps=int(recipe["steps"]),
-                               seed=int(recipe["seed"]), num_envs=int(recipe.get("num_envs", 8)),
-                               env_kwargs=kwargs, on_step=bar.update)
+            with torch_threads(1):  # fast on a shared machine, and the same bits on any core count (cpu.py)
+                collect_vectorised(recipe["env_id"], policy, writer, num_steps=int(recipe["steps"]),
+                                   seed=int(recipe["seed"]), num_envs=int(recipe.get("num_envs", 8)),
+                                   env_kwargs=kwargs, on_step=bar.update)
         else:
             collect(env, policy, writer, num_steps=int(recipe["steps"]), seed=int(recipe["seed"]),
                     on_step=bar.update)
