@@ -296,13 +296,16 @@ def test_cards_build_validate_and_record_exact_reference_scores():
     assert random_ref == pytest.approx(-0.653039277311, abs=1e-11)
     for dataset_id in CARD_IDS:
         card = get_card(dataset_id)
-        assert card.reference_scores["random"] == random_ref and card.reference_scores["expert"] == expert_ref
+        # The cards store the values computed here; another CPU's BLAS may round the last bit
+        # differently (CI computed 0.8999999999999999 for the 0.9 in the cards).
+        assert card.reference_scores["random"] == pytest.approx(random_ref, abs=1e-12)
+        assert card.reference_scores["expert"] == pytest.approx(expert_ref, abs=1e-12)
         # build_dataset also checks the file's content hash against the card's.
         ds = read_dataset(build_dataset(dataset_id, progress=False))
         ds.validate()
         assert ds.num_steps == card.size["steps"] and ds.num_episodes == card.size["episodes"]
         assert ds.episode_returns().mean() == pytest.approx(card.returns["mean"], abs=1e-9)
-        assert ds.metadata.reference_scores["random"] == random_ref
+        assert ds.metadata.reference_scores == card.reference_scores
         assert ds.metadata.env_id == "offbench/StitchGrid-v0" and ds.observations.dtype == np.int64
         assert "behaviour_log_prob" in ds.arrays and "sim_state/state" in ds.arrays
         # sim_state/state = [cell, start cell, steps]: it agrees with the observations.
