@@ -172,17 +172,26 @@ def cmd_datasets_verify(args) -> int:
 
 
 def cmd_datasets_download(args) -> int:
+    from offbench.data.catalogue import select_cards
     from offbench.data.mirrors import download_dataset, mirror_list
 
-    path = download_dataset(args.id, mirror_list(args.mirror), progress=not args.quiet, timeout=args.timeout)
-    print(f"downloaded {args.id} -> {path}")
-    return 0
+    mirrors = mirror_list(args.mirror)
+    cards = select_cards(args.ids)
+
+    def download(card) -> None:
+        path = download_dataset(card.id, mirrors, progress=not args.quiet, timeout=args.timeout)
+        print(f"downloaded {card.id} -> {path}", flush=True)
+
+    return _each(cards, download, lambda c: c.id)
 
 
 def cmd_datasets_publish(args) -> int:
+    from offbench.data.catalogue import select_cards
     from offbench.data.mirrors import publish_mirror
 
-    index = publish_mirror(Path(args.directory), args.ids or None)
+    # All or nothing: publish_mirror checks every file before it copies any.
+    ids = [c.id for c in select_cards(args.ids)] if args.ids else None
+    index = publish_mirror(Path(args.directory), ids)
     print(f"published mirror index {index}")
     return 0
 
@@ -463,8 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every cached catalogue dataset")
     p.set_defaults(func=cmd_datasets_verify)
 
-    p = sub.add_parser("download", help="download a dataset from a mirror, checking its sha256")
-    p.add_argument("id")
+    p = sub.add_parser("download", help="download datasets from a mirror, checking their sha256")
+    p.add_argument("ids", nargs="+", metavar="ID", help="ids, suites, prefixes or globs as for build")
     p.add_argument("--mirror", action="append", help="mirror base URL or directory (repeatable; "
                    "tried before $OFFBENCH_MIRRORS)")
     p.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
@@ -473,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("publish", help="write a mirror directory: files plus index.json")
     p.add_argument("directory")
-    p.add_argument("ids", nargs="*", help="dataset ids (default: every cached catalogue dataset)")
+    p.add_argument("ids", nargs="*", metavar="ID",
+                   help="ids, suites, prefixes or globs as for build (default: every cached catalogue dataset)")
     p.set_defaults(func=cmd_datasets_publish)
 
     p = sub.add_parser("serve", help="serve a published mirror directory over HTTP (with byte ranges)")

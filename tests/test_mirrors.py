@@ -530,3 +530,46 @@ def test_served_mirror_resumes_and_serves_only_its_index(env, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_cli_publishes_and_downloads_a_suite_and_names_what_failed(env, capsys):
+    """`publish` and `download` take suites and globs like `build`; with several datasets a
+    failed one is named at the end and the others still arrive."""
+    from offbench.cli import main
+    from offbench.data.mirror_server import make_server, serve_in_thread
+
+    second = "test/toy/expert-v0"
+    (env.catalogue / f"{second}.toml").write_text(
+        f'id = "{second}"\nenv_id = "Toy-v0"\ndescription = "toy data"\nformat_version = 1\n'
+        f'\n[recipe]\npolicy = "random"\n\n[files]\nsha256 = "{sha(env.old)}"\n')
+    put_in_cache(env, env.data)
+    catalogue.cached_path(second).write_bytes(env.old)
+    mirror = env.tmp / "mirror"
+    assert main(["datasets", "publish", str(mirror), "test"]) == 0
+    assert sorted(json.loads((mirror / "index.json").read_text())["datasets"]) == [second, ID]
+    capsys.readouterr()
+    assert main(["datasets", "publish", str(env.tmp / "other"), "tests"]) == 2
+    assert "'tests' names no catalogue dataset" in capsys.readouterr().err
+    assert not (env.tmp / "other").exists()
+
+    server = make_server(mirror, port=0, quiet=True)
+    serve_in_thread(server)
+    url = "http://%s:%d/" % server.server_address[:2]
+    try:
+        env.cached.unlink()
+        catalogue.cached_path(second).unlink()
+        capsys.readouterr()
+        assert main(["datasets", "download", "test/toy", "--mirror", url, "--quiet"]) == 0
+        assert env.cached.read_bytes() == env.data and catalogue.cached_path(second).read_bytes() == env.old
+        assert capsys.readouterr().out.count("downloaded test/toy/") == 2
+
+        # The expert's file vanishes from the mirror: the random one still downloads.
+        env.cached.unlink()
+        catalogue.cached_path(second).unlink()
+        (mirror / f"{second}.hdf5").unlink()
+        assert main(["datasets", "download", "test/*/*-v0", "--mirror", url, "--quiet", "--timeout", "5"]) == 2
+        assert env.cached.read_bytes() == env.data and not catalogue.cached_path(second).exists()
+        assert f"1 of 2 failed: {second}" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
