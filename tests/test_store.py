@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 
 import gymnasium as gym
-import h5py
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -12,7 +11,6 @@ from hypothesis import given, settings, strategies as st
 from offbench.data import format as fmt
 from offbench.data.dataset import read_dataset
 from offbench.data.writer import DatasetWriter
-from offbench.errors import DatasetFormatError
 from tests.conftest import BOX_ACT, BOX_OBS, write_toy
 
 
