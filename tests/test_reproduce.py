@@ -209,7 +209,21 @@ def test_cli_errors(tmp_path, capsys):
     assert "is for suite 'lite'" in capsys.readouterr().err
     assert main(["reproduce", "atari", "--out", str(tmp_path / "r")]) == 2
     assert "no shipped protocol for suite 'atari'" in capsys.readouterr().err
-    # locomotion's protocol is `full`; its datasets are not in the catalogue yet, and the error says which
-    assert main(["reproduce", "locomotion", "--out", str(tmp_path / "r"), "--no-report"]) == 2
-    assert "locomotion/halfcheetah/medium-v0" in capsys.readouterr().err
+    # a dataset with neither a card nor a cached file is refused, by name, before anything is written
+    # (not `reproduce locomotion`: with every locomotion card shipped, that starts the real full table)
+    assert main(["reproduce", "lite", "--datasets", "lite/pendulum/nope-v0", "--out", str(tmp_path / "r"),
+                 "--no-report"]) == 2
+    assert "lite/pendulum/nope-v0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())  # nothing half-written
+
+
+def test_locomotion_resolves_to_the_full_protocol_and_every_dataset_has_a_card():
+    from offbench.data.catalogue import get_card
+    from offbench.protocol import load_protocol
+
+    full = load_protocol("full")
+    assert full.suite == "locomotion"
+    assert len(full.datasets) == 9  # medium, medium-replay, medium-expert of three tasks (D4RL's table)
+    for dataset_id in full.datasets:
+        card = get_card(dataset_id)
+        assert card.id == dataset_id

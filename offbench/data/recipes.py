@@ -18,6 +18,7 @@ file with a different one.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -172,13 +173,20 @@ def _build_mix(card: DatasetCard, path: Path, progress: bool) -> None:
 BUILDERS = {"rollout": _build_rollout, "mix": _build_mix, "replay": _build_replay}
 
 
+
 def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True,
-                  allow_mismatch: bool = False, out: Path | None = None) -> Path:
+                  allow_mismatch: bool = False, strict: bool = False, out: Path | None = None,
+                  log=None) -> Path:
     """Build ``dataset_id`` from its card's recipe into the cache (or ``out``); return the path.
 
-    An existing cached file is kept unless ``force``. If the card records a
-    ``content_sha256`` the new file must match it (unless ``allow_mismatch``).
+    An existing cached file is kept unless ``force``. If the card records a ``content_sha256``
+    the new file should match it. One that does not is kept only if its size and returns agree
+    with the card's (another CPU or library release; see ``offbench.data.provenance``), with a
+    note beside it; ``strict`` refuses any difference, ``allow_mismatch`` keeps any file.
     """
+    from offbench.data import provenance
+    from offbench.data.writer import library_versions
+
     card = get_card(dataset_id)
     target = Path(out) if out else cached_path(card.id)
     if target.exists() and not force:
@@ -191,15 +199,33 @@ def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True
         BUILDERS[kind](card, staging, progress)
         built = read_dataset(staging, validate=True)
         digest = built.content_sha256()
-        if card.content_sha256 and digest != card.content_sha256 and not allow_mismatch:
-            raise OffbenchError(
-                f"rebuilt {card.id} has content sha256 {digest[:16]}…, but its card ({card.path}) records "
-                f"{card.content_sha256[:16]}…: the recipe is not reproducing the published data on this "
-                "machine (library versions?). Nothing was written; pass --allow-mismatch to keep it anyway.")
+        exact = not card.content_sha256 or digest == card.content_sha256
+        if not exact and not allow_mismatch:
+            reason = provenance.mismatch_reason(card.files, library_versions())
+            differs = (f"rebuilt {card.id} has content sha256 {digest[:16]}…, but its card ({card.path}) records "
+                       f"{card.content_sha256[:16]}…: {reason}.")
+            if strict:
+                raise OffbenchError(f"{differs} Nothing was written (--strict); without it a rebuild whose size "
+                                    "and returns agree with the card is kept.")
+            agree, comparison = provenance.statistics_agree(card, built.episode_returns(), built.num_steps)
+            if not agree:
+                raise OffbenchError(f"{differs} Its statistics disagree with the card too ({comparison}): the recipe "
+                                    "is not reproducing the published data. Nothing was written; pass "
+                                    "--allow-mismatch to keep it anyway.")
+            provenance.write_note(target, card=card, content_sha256=digest, reason=reason, comparison=comparison)
+            (log or _stderr)(f"note: {differs} Its statistics agree with the card ({comparison}), so it is kept as a local "
+                "rebuild: equal in distribution, not the published bytes (`offbench datasets download` gets those "
+                "from a mirror).")
         os.replace(staging, target)
+        if exact:
+            provenance.note_path(target).unlink(missing_ok=True)
     finally:
         staging.unlink(missing_ok=True)
     return target
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def ensure_built(dataset_id: str, *, progress: bool = True) -> Path:
@@ -208,8 +234,9 @@ def ensure_built(dataset_id: str, *, progress: bool = True) -> Path:
 
 
 def card_statistics(dataset: Dataset, path: Path) -> dict:
-    """The statistics a card records about its file (size, returns, hashes)."""
+    """The statistics a card records about its file (size, returns, hashes, where it was built)."""
     from offbench.data.mirrors import file_sha256
+    from offbench.data.provenance import platform_description
 
     returns = dataset.episode_returns()
     return {
@@ -217,7 +244,8 @@ def card_statistics(dataset: Dataset, path: Path) -> dict:
         "returns": {"mean": float(np.mean(returns)), "std": float(np.std(returns)),
                     "min": float(np.min(returns)), "max": float(np.max(returns))},
         "files": {"sha256": file_sha256(path), "content_sha256": dataset.content_sha256(),
-                  "library_versions": dataset.metadata.library_versions},
+                  "library_versions": dataset.metadata.library_versions,
+                  "platform": platform_description()},
     }
 
 
