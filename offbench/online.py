@@ -271,22 +271,8 @@ class OnlineRun:
             writer.writerows(self.curve)
 
     def plot_curve(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        steps = [r["step"] for r in self.curve]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for label in ("stochastic", "deterministic"):
-            ax.plot(steps, [r[f"return_{label}"] for r in self.curve], label=f"{label} policy")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(f"mean return ({self.config.eval_episodes} episodes)")
-        ax.set_title(f"{self.config.algo.upper()} on {self.config.env_id} (seed {self.config.seed})")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(self.out / "curve.png", dpi=100)
-        plt.close(fig)
+        plot_learning_curve(self.curve, self.out / "curve.png", episodes=self.config.eval_episodes,
+                            title=f"{self.config.algo.upper()} on {self.config.env_id} (seed {self.config.seed})")
 
     def snapshot(self, last_eval: dict | None) -> None:
         path = self.out / "snapshots" / f"policy-{self.step:09d}.safetensors"
@@ -450,3 +436,23 @@ def export_policy(run_dir: Path, step: int, dest: Path, *, name: str, episodes: 
     info["returns"]["mean"] = info["returns"]["stochastic"]["mean"]  # the behaviour samples actions
     dest.with_suffix(".json").write_text(json.dumps(info, indent=2))
     return info
+
+
+def plot_learning_curve(rows: list[dict], path: Path, *, episodes: int, title: str) -> None:
+    """Evaluation returns (stochastic and deterministic policy) against environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [float(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label in ("stochastic", "deterministic"):
+        ax.plot(steps, [float(r[f"return_{label}"]) for r in rows], label=f"{label} policy")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"mean return ({episodes} episodes)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -458,6 +458,11 @@ def test_publish_refuses_file_that_disagrees_with_card(env):
     assert "disagree" in message and env.sha in message and sha(env.old) in message
     assert "offbench datasets build" in message
     assert not (mirror / "index.json").exists()
+    # a local rebuild kept for its statistics (another CPU) is named as such, and still refused
+    (env.cached.parent / (env.cached.name + ".rebuild.json")).write_text('{"content_sha256": "x"}')
+    with pytest.raises(OffbenchError, match="local rebuild of .* whose statistics match the card"):
+        publish_mirror(mirror)
+    assert not (mirror / "index.json").exists()
 
 
 # ---------------------------------------------------------------------- 9. hostile paths
