@@ -75,7 +75,7 @@ def mismatch_reason(card_files: dict[str, Any], here_versions: dict[str, str]) -
     here = platform_description()
     where = f"the card was built on {built_on}, this is {here}" if built_on else f"this machine is {here}"
     return (f"same library versions as the card ({', '.join(f'{k} {v}' for k, v in sorted(recorded.items()))}); "
-            f"{where}, and the CPU's floating-point kernels change the last bits of the policy's actions")
+            f"{where}, and the CPU's floating-point kernels (MKL) change the last bits of every network's output")
 
 
 def statistics_agree(card, returns: np.ndarray, steps: int) -> tuple[bool, str]:

@@ -85,8 +85,10 @@ def _build_replay(card: DatasetCard, path: Path, progress: bool) -> None:
     """The replay buffer of an online run up to step ``upto`` (D4RL's medium-replay).
 
     Reads ``$OFFBENCH_HOME/runs/behaviour/<run>/buffer``; if that run is not on this machine,
-    retrains it from the recorded ``online`` configuration up to ``upto`` steps (the online loop
-    is deterministic for a seed, so the buffer is the same) — hours for locomotion tasks.
+    retrains it from the recorded ``online`` configuration up to ``upto`` steps — hours for
+    locomotion tasks. The online loop is deterministic for a seed, so on the card's CPU class the
+    buffer is the same; on another CPU it is another run of the same configuration, which
+    ``build_dataset`` then compares with the card statistically.
     """
     from offbench.data.catalogue import offbench_home
     from offbench.online import OnlineConfig, OnlineRun, read_replay_rows
