@@ -264,7 +264,7 @@ def test_report_of_a_real_smoke_reproduction(tmp_path):
     from offbench.cli import main
 
     out = tmp_path / "smoke"
-    assert main(["reproduce", "smoke", "--out", str(out), "--no-report"]) == 0
+    assert main(["reproduce", "lite", "--protocol", "smoke", "--out", str(out), "--no-report"]) == 0
     report = write_report(out, reps=200)
     assert report["missing_runs"] == []
     assert report["aggregate_algorithms"] == ["bc", "iql"]
