@@ -52,6 +52,9 @@ def cmd_datasets_info(args) -> int:
         info["file"] = {"steps": ds.num_steps, "episodes": ds.num_episodes,
                         "terminated_episodes": int(ds.terminations[ds.episode_starts + ds.episode_lengths - 1].sum()),
                         "arrays": {p: [list(a.shape), str(a.dtype)] for p, a in sorted(ds.arrays.items())}}
+        from offbench.data.provenance import read_note
+
+        info["local_rebuild"] = read_note(path)  # None: the cached file is the card's own data
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -69,6 +72,8 @@ def cmd_datasets_info(args) -> int:
     if card.sha256:
         print(f"  file sha256: {card.sha256}")
     print(f"  cached: {info['cached'] or 'no (offbench datasets download|build ' + card.id + ')'}")
+    if info.get("local_rebuild"):
+        print(f"  local rebuild, not the published bytes: {info['local_rebuild'].get('comparison')}")
     if "file" in info:
         for p, (shape, dtype) in info["file"]["arrays"].items():
             print(f"    {p:<34} {str(tuple(shape)):<16} {dtype}")

@@ -106,6 +106,8 @@ def test_build_is_deterministic_and_checked_against_the_card(catalogue, capsys):
     assert note["card_content_sha256"] == "0" * 64 and note["content_sha256"] == load_dataset(card.id).content_sha256()
     assert main(["datasets", "verify", card.id]) == 0
     assert "local rebuild of test/pendulum/random-v0, not the published bytes" in capsys.readouterr().out
+    assert main(["datasets", "info", card.id]) == 0
+    assert "local rebuild, not the published bytes: mean episode return" in capsys.readouterr().out
     assert main(["datasets", "verify", card.id, "--strict"]) == 2
     capsys.readouterr()
     # A card whose returns the recipe does not reproduce: refused, with the comparison.
@@ -170,6 +172,7 @@ def test_list_info_verify(catalogue, capsys):
     assert main(["datasets", "info", "test/pendulum/random-v0", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["file"]["steps"] == 650 and info["file"]["arrays"]["actions"] == [[650, 1], "float32"]
+    assert info["local_rebuild"] is None
     assert main(["datasets", "verify", "test/pendulum/random-v0"]) == 0
     assert "checksums OK" in capsys.readouterr().out
     assert main(["datasets", "verify", str(cached_path("test/pendulum/random-v0"))]) == 0
