@@ -175,7 +175,6 @@ def _build_mix(card: DatasetCard, path: Path, progress: bool) -> None:
 BUILDERS = {"rollout": _build_rollout, "mix": _build_mix, "replay": _build_replay}
 
 
-
 def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True,
                   allow_mismatch: bool = False, strict: bool = False, out: Path | None = None,
                   log=None) -> Path:
@@ -202,6 +201,7 @@ def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True
         built = read_dataset(staging, validate=True)
         digest = built.content_sha256()
         exact = not card.content_sha256 or digest == card.content_sha256
+        noted = False
         if not exact and not allow_mismatch:
             reason = provenance.mismatch_reason(card.files, library_versions())
             differs = (f"rebuilt {card.id} has content sha256 {digest[:16]}…, but its card ({card.path}) records "
@@ -215,11 +215,13 @@ def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True
                                     "is not reproducing the published data. Nothing was written; pass "
                                     "--allow-mismatch to keep it anyway.")
             provenance.write_note(target, card=card, content_sha256=digest, reason=reason, comparison=comparison)
-            (log or _stderr)(f"note: {differs} Its statistics agree with the card ({comparison}), so it is kept as a local "
+            noted = True
+            (log or _stderr)(
+                f"note: {differs} Its statistics agree with the card ({comparison}), so it is kept as a local "
                 "rebuild: equal in distribution, not the published bytes (`offbench datasets download` gets those "
                 "from a mirror).")
         os.replace(staging, target)
-        if exact:
+        if not noted:  # a note left by an earlier build would describe other bytes
             provenance.note_path(target).unlink(missing_ok=True)
     finally:
         staging.unlink(missing_ok=True)
@@ -260,6 +262,9 @@ def update_card(dataset_id: str, *, build_seconds: float | None = None) -> Datas
     dataset = read_dataset(path, validate=True)
     stats = card_statistics(dataset, path)
     card.size, card.returns, card.files = stats["size"], stats["returns"], stats["files"]
+    from offbench.data.provenance import note_path
+
+    note_path(path).unlink(missing_ok=True)  # the cached file is now the card's own data
     if build_seconds is not None:
         card.files["build_seconds"] = round(build_seconds, 1)
     commit = git_commit()
