@@ -52,6 +52,7 @@ from typing import BinaryIO, Protocol
 from tqdm import tqdm
 
 from offbench.data import catalogue
+from offbench.data.provenance import read_note
 from offbench.errors import DatasetFormatError, DownloadError, OffbenchError
 
 INDEX_NAME = "index.json"
@@ -181,14 +182,12 @@ def _checked_cached_file(card: catalogue.DatasetCard) -> tuple[Path, IndexEntry]
     except DatasetFormatError as exc:
         raise OffbenchError(f"refusing to publish the corrupt file {path} ({card.id}): {exc}") from None
     sha = file_sha256(path)
-    from offbench.data.provenance import read_note
-
-    if card.sha256 and card.sha256 != sha and read_note(path):
-        raise OffbenchError(
-            f"refusing to publish {path}: it is a local rebuild of {card.id} whose statistics match the card but "
-            f"whose bytes do not (see {path.name}.rebuild.json); a mirror serves only the card's own data. Publish "
-            "from a cache that holds the published file, or make this data a new version of the card first")
     if card.sha256 and card.sha256 != sha:
+        if read_note(path):
+            raise OffbenchError(
+                f"refusing to publish {path}: it is a local rebuild of {card.id} whose statistics match the card "
+                f"but whose bytes do not (see {path.name}.rebuild.json); a mirror serves only the card's own data. "
+                "Publish from a cache that holds the published file, or make this data a new version of the card first")
         raise OffbenchError(
             f"refusing to publish {path}: the card {card.path} and the cached file disagree (card "
             f"sha256 {card.sha256}, file sha256 {sha}); rebuild it with `offbench datasets build "

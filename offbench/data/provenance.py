@@ -55,17 +55,12 @@ def platform_description() -> str:
     return f"{platform.machine()} {cpu or 'unknown CPU'} (torch kernels: {capability})"
 
 
-def version_differences(recorded: dict[str, str], here: dict[str, str]) -> list[str]:
-    """The libraries (offbench itself aside) whose version differs between a card and this machine."""
-    return [name for name in recorded if name != "offbench" and here.get(name) != recorded[name]]
-
-
 def mismatch_reason(card_files: dict[str, Any], here_versions: dict[str, str]) -> str:
     """Why a rebuild may differ from the card, and what would make it exact."""
     recorded = card_files.get("library_versions") or {}
     if not recorded:
         return "the card records no library versions to compare"
-    differ = version_differences(recorded, here_versions)
+    differ = [name for name in recorded if name != "offbench" and here_versions.get(name) != recorded[name]]
     if differ:
         found = ", ".join(f"{name} {here_versions.get(name, 'not installed')} here, {recorded[name]} in the card"
                           for name in differ)
@@ -120,3 +115,13 @@ def read_note(dataset_path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def vouching_note(dataset_path: Path, card, content_sha256: str) -> dict | None:
+    """The note that vouches for ``dataset_path`` as a rebuild of ``card``, if there is one: it must
+    describe exactly these bytes and this card's published data."""
+    note = read_note(dataset_path)
+    if (note and card.content_sha256 and content_sha256 != card.content_sha256
+            and note.get("content_sha256") == content_sha256 and note.get("card_content_sha256") == card.content_sha256):
+        return note
+    return None

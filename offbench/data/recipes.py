@@ -26,6 +26,7 @@ import numpy as np
 
 from offbench.behaviour import make_policy
 from offbench.cpu import torch_threads
+from offbench.data import provenance
 from offbench.data.catalogue import DatasetCard, cached_path, get_card
 from offbench.data.collect import collect, collect_vectorised
 from offbench.data.dataset import Dataset, read_dataset
@@ -176,8 +177,7 @@ BUILDERS = {"rollout": _build_rollout, "mix": _build_mix, "replay": _build_repla
 
 
 def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True,
-                  allow_mismatch: bool = False, strict: bool = False, out: Path | None = None,
-                  log=None) -> Path:
+                  allow_mismatch: bool = False, strict: bool = False, out: Path | None = None) -> Path:
     """Build ``dataset_id`` from its card's recipe into the cache (or ``out``); return the path.
 
     An existing cached file is kept unless ``force``. If the card records a ``content_sha256``
@@ -185,7 +185,6 @@ def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True
     with the card's (another CPU or library release; see ``offbench.data.provenance``), with a
     note beside it; ``strict`` refuses any difference, ``allow_mismatch`` keeps any file.
     """
-    from offbench.data import provenance
     from offbench.data.writer import library_versions
 
     card = get_card(dataset_id)
@@ -216,20 +215,15 @@ def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True
                                     "--allow-mismatch to keep it anyway.")
             provenance.write_note(target, card=card, content_sha256=digest, reason=reason, comparison=comparison)
             noted = True
-            (log or _stderr)(
-                f"note: {differs} Its statistics agree with the card ({comparison}), so it is kept as a local "
-                "rebuild: equal in distribution, not the published bytes (`offbench datasets download` gets those "
-                "from a mirror).")
+            print(f"note: {differs} Its statistics agree with the card ({comparison}), so it is kept as a local "
+                  "rebuild: equal in distribution, not the published bytes (`offbench datasets download` gets those "
+                  "from a mirror).", file=sys.stderr, flush=True)
         os.replace(staging, target)
         if not noted:  # a note left by an earlier build would describe other bytes
             provenance.note_path(target).unlink(missing_ok=True)
     finally:
         staging.unlink(missing_ok=True)
     return target
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def ensure_built(dataset_id: str, *, progress: bool = True) -> Path:
@@ -240,7 +234,6 @@ def ensure_built(dataset_id: str, *, progress: bool = True) -> Path:
 def card_statistics(dataset: Dataset, path: Path) -> dict:
     """The statistics a card records about its file (size, returns, hashes, where it was built)."""
     from offbench.data.mirrors import file_sha256
-    from offbench.data.provenance import platform_description
 
     returns = dataset.episode_returns()
     return {
@@ -249,7 +242,7 @@ def card_statistics(dataset: Dataset, path: Path) -> dict:
                     "min": float(np.min(returns)), "max": float(np.max(returns))},
         "files": {"sha256": file_sha256(path), "content_sha256": dataset.content_sha256(),
                   "library_versions": dataset.metadata.library_versions,
-                  "platform": platform_description()},
+                  "platform": provenance.platform_description()},
     }
 
 
@@ -262,9 +255,7 @@ def update_card(dataset_id: str, *, build_seconds: float | None = None) -> Datas
     dataset = read_dataset(path, validate=True)
     stats = card_statistics(dataset, path)
     card.size, card.returns, card.files = stats["size"], stats["returns"], stats["files"]
-    from offbench.data.provenance import note_path
-
-    note_path(path).unlink(missing_ok=True)  # the cached file is now the card's own data
+    provenance.note_path(path).unlink(missing_ok=True)  # the cached file is now the card's own data
     if build_seconds is not None:
         card.files["build_seconds"] = round(build_seconds, 1)
     commit = git_commit()
