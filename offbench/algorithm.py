@@ -22,7 +22,6 @@ exactly the parameters of an uninterrupted one. An outside package plugs in with
 from __future__ import annotations
 
 import importlib
-from dataclasses import fields
 from typing import Any
 
 import gymnasium as gym
@@ -131,10 +130,9 @@ def dataset_overrides(name: str, dataset_id: str) -> dict[str, Any]:
 
 
 def make_config(cls: type, overrides: dict[str, Any]):
-    """The algorithm's config with ``overrides`` applied; unknown keys are an error."""
-    known = {f.name: f for f in fields(cls.config_class)}
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise OffbenchError(f"unknown {cls.__name__} settings {unknown}; known: {sorted(known)}")
+    """The algorithm's config with ``overrides`` applied; unknown keys and mistyped values are an error."""
+    from offbench.config import check_settings
+
+    check_settings(cls.config_class, overrides, what=f"{cls.__name__} setting")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     return cls.config_class(**values)

@@ -99,6 +99,53 @@ class Protocol:
         return new
 
 
+def protocol_for_suite(suite: str, protocol: str | Path | None = None) -> Protocol:
+    """The protocol ``offbench reproduce SUITE`` runs: ``protocol`` if given, else the suite's own.
+
+    The suite's own is the shipped protocol named after it (``lite``), else the one shipped for
+    it (``full`` for ``locomotion``); ``smoke`` is never a default.
+    """
+    if protocol:
+        chosen = load_protocol(protocol)
+        if chosen.suite != suite:
+            raise OffbenchError(f"protocol {chosen.name!r} is for suite {chosen.suite!r}, not {suite!r}")
+        return chosen
+    matching = [n for n in protocol_names() if n != "smoke" and load_protocol(n).suite == suite]
+    if not matching:
+        suites = sorted({load_protocol(n).suite for n in protocol_names()})
+        raise OffbenchError(f"no shipped protocol for suite {suite!r}: the suites are {suites}; "
+                            "pass --protocol PATH to run another")
+    return load_protocol(suite if suite in matching else matching[0])
+
+
+def check_runnable(protocol: Protocol) -> None:
+    """Refuse, before any work starts, a protocol whose algorithms, datasets or seeds cannot run.
+
+    Algorithms must be built-in names or importable ``module:Class`` paths of an Algorithm; datasets
+    catalogue ids (cards, or cached imports) or existing files; seeds non-empty, distinct and non-negative.
+    """
+    from offbench.algorithm import load_algorithm_class
+    from offbench.data.catalogue import cached_path, get_card, looks_like_path
+
+    if not protocol.algorithms:
+        raise OffbenchError(f"protocol {protocol.name!r} names no algorithms")
+    if not protocol.datasets:
+        raise OffbenchError(f"protocol {protocol.name!r} names no datasets")
+    for name in protocol.algorithms:
+        load_algorithm_class(name)  # raises, naming the algorithm and the known ones
+    for dataset_id in protocol.datasets:
+        if looks_like_path(dataset_id):
+            if not Path(dataset_id).is_file():
+                raise OffbenchError(f"dataset file {dataset_id} does not exist")
+        elif not cached_path(dataset_id).is_file():  # a cached dataset without a card (an import) runs too
+            get_card(dataset_id)  # raises, naming the id and close matches
+    seeds = protocol.seeds
+    if not seeds:
+        raise OffbenchError("--seeds must be at least 1 (the number of seeds 0..N-1 to run)")
+    if any(not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise OffbenchError(f"protocol {protocol.name!r}: seeds must be distinct non-negative integers, got {seeds}")
+
+
 def protocol_names() -> list[str]:
     return sorted(p.stem for p in PROTOCOL_DIR.glob("*.toml"))
 

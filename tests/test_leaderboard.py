@@ -81,14 +81,7 @@ def write_results(root: Path, *, algorithms=("bc", "iql"), quality=None, seeds=(
 
 
 def cli(argv: list[str]) -> int:
-    """Through ``offbench.cli.main`` once the lead has wired the group in; the package's parser meanwhile."""
-    from offbench import cli as top
-
-    parser = top.build_parser()
-    choices = next(a.choices for a in parser._actions if getattr(a, "choices", None) and "train" in a.choices)
-    if "leaderboard" in choices:
-        return top.main(argv)
-    from offbench.leaderboard.cli import main
+    from offbench.cli import main
 
     return main(argv)
 

@@ -174,8 +174,12 @@ def looks_like_path(value: str) -> bool:
     return value.endswith((".hdf5", ".h5")) or os.sep in value and Path(value).exists() or Path(value).is_file()
 
 
-def resolve_dataset_path(id_or_path: str | os.PathLike, *, download: bool = False) -> Path:
-    """A dataset file path for an id (from the cache, downloading if asked) or a path."""
+def resolve_dataset_path(id_or_path: str | os.PathLike) -> Path:
+    """A dataset file path for an id (from the cache) or a path.
+
+    A catalogue id that is not cached raises :class:`DatasetNotFoundError` saying how to get it
+    (``load_dataset(..., download=True)`` fetches it from the mirrors instead).
+    """
     text = str(id_or_path)
     if isinstance(id_or_path, Path) or looks_like_path(text):
         return Path(text)
@@ -183,11 +187,6 @@ def resolve_dataset_path(id_or_path: str | os.PathLike, *, download: bool = Fals
     if cached_path(text).is_file():  # catalogue datasets, and local ones without a card (imports)
         return cached_path(text)
     card = get_card(text)
-    path = cached_path(card.id)
-    if download:
-        from offbench.data.mirrors import download_dataset
-
-        return download_dataset(card.id)
     raise DatasetNotFoundError(
-        f"dataset {card.id!r} is not in the cache ({path}): run `offbench datasets download {card.id}` "
-        f"or build it locally with `offbench datasets build {card.id}`")
+        f"dataset {card.id!r} is not in the cache ({cached_path(card.id)}): run `offbench datasets download "
+        f"{card.id}` or build it locally with `offbench datasets build {card.id}`")

@@ -219,7 +219,7 @@ def run_criteria(run_dir: Path, dataset, validation, estimators: Sequence[str], 
                  settings=None) -> dict:
     """Every criterion value of one finished run (larger = better, except td/decline)."""
     from offbench.evaluation.ope import AlgorithmPolicy
-    from offbench.evaluation.ope_cli import EstimatorRunner, EstimatorSettings
+    from offbench.evaluation.ope_study import EstimatorRunner, EstimatorSettings
     from offbench.evaluation.zoo import load_run_algorithm
 
     algorithm, step, _ = load_run_algorithm(run_dir, dataset)
@@ -353,7 +353,7 @@ def run_select(algo: str, protocol, grid: dict[str, list], out: str | os.PathLik
     from offbench.algorithm import load_algorithm_class, make_config
     from offbench.data import load_dataset
     from offbench.data.recipes import ensure_built
-    from offbench.evaluation.ope_cli import EstimatorSettings, check_estimators
+    from offbench.evaluation.ope_study import EstimatorSettings, check_estimators
     from offbench.evaluation.results import dataset_slug, load_results, run_scores
     from offbench.reproduce import algorithm_dirname, reproduce
 
@@ -473,12 +473,12 @@ def default_point_label(algo: str, protocol, points: Sequence[dict]) -> str | No
 
 
 def write_select_outputs(table, selections, summary, out: Path, study: dict, *, figures: bool = True) -> None:
-    from offbench.evaluation.ope_cli import _fmt, _markdown
+    from offbench.evaluation.tables import interval_text, markdown_table
 
     selections.to_csv(out / "selections.csv", index=False)
     summary.to_csv(out / "regret.csv", index=False)
-    cells = summary.assign(regret=[_fmt(r.regret, r.regret_low, r.regret_high) for r in summary.itertuples()],
-                           raw_regret=[_fmt(r.raw_regret, r.raw_regret_low, r.raw_regret_high)
+    cells = summary.assign(regret=[interval_text(r.regret, r.regret_low, r.regret_high) for r in summary.itertuples()],
+                           raw_regret=[interval_text(r.raw_regret, r.raw_regret_low, r.raw_regret_high)
                                        for r in summary.itertuples()],
                            oracle_picked=[f"{v:.2f}" if np.isfinite(v) else "n/a" for v in summary.oracle_picked],
                            definition=[RULE_DEFINITIONS.get(r, f"argmax of the OPE estimate {r[4:]}"
@@ -491,7 +491,7 @@ def write_select_outputs(table, selections, summary, out: Path, study: dict, *, 
             "Regret = (oracle - chosen) / (oracle - worst) per unit; raw regret in score units; mean over units "
             "with 95% bootstrap intervals over units (1000 resamples). oracle_picked: fraction of units where the "
             "rule picked the oracle's setting.\n",
-            _markdown(cells, ["rule", "units", "undefined_units", "regret", "raw_regret", "oracle_picked",
+            markdown_table(cells, ["rule", "units", "undefined_units", "regret", "raw_regret", "oracle_picked",
                               "definition"])]
     (out / "regret.md").write_text("\n".join(text))
     if figures:

@@ -12,7 +12,7 @@ from offbench.cli import main
 from offbench.envs.gridworld import expected_return
 from offbench.errors import OffbenchError
 from offbench.evaluation import dope_metrics as dm
-from offbench.evaluation.ope_cli import SUITE_ROW, stratified_bootstrap
+from offbench.evaluation.ope_study import SUITE_ROW, stratified_bootstrap
 from offbench.evaluation.zoo import behaviour_target, build_zoo, load_zoo, zoo_path
 
 MEDIUM, EXPERT = "lite/stitchgrid/medium-v0", "lite/stitchgrid/expert-v0"
@@ -149,7 +149,7 @@ def test_suite_argument_averages_over_datasets(tmp_path):
     cached = out / "estimates" / "lite__stitchgrid__medium-v0.csv"
     stamp = cached.stat().st_mtime_ns
     messages = []
-    from offbench.evaluation.ope_cli import run_ope
+    from offbench.evaluation.ope_study import run_ope
 
     again = run_ope("lite", zoo, estimators=["wpdis"], out=out, resamples=100, figures=False, log=messages.append)
     assert cached.stat().st_mtime_ns == stamp and sum("earlier run" in m for m in messages) == 2

@@ -1,12 +1,12 @@
 """The ``offbench leaderboard`` commands: submit, validate, verify, build.
 
-``offbench/cli.py`` calls :func:`register_commands` with its top-level subparsers object.
+``offbench.cli`` calls :func:`register` with its top-level subparsers object.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from offbench.cli.common import positive_int
 from offbench.errors import OffbenchError
 
 
@@ -59,13 +59,17 @@ def cmd_verify(args) -> int:
 def cmd_build(args) -> int:
     from offbench.leaderboard.build import build_board
 
+    from offbench.cli.common import writable_dir
+
+    if args.out:
+        writable_dir(args.out)
     paths = build_board(args.entries, args.out)
     for path in paths:
         print(f"wrote {path}")
     return 0
 
 
-def register_commands(commands) -> None:
+def register(commands) -> None:
     """Add the ``leaderboard`` group to the top-level ``add_subparsers()`` object."""
     board = commands.add_parser("leaderboard", help="submit, validate, verify and build the leaderboard")
     sub = board.add_subparsers(dest="leaderboard_command", required=True)
@@ -95,7 +99,7 @@ def register_commands(commands) -> None:
 
     p = sub.add_parser("verify", help="re-run sampled (dataset, seed) pairs of an entry and compare")
     p.add_argument("entry", metavar="ENTRY")
-    p.add_argument("--seeds", type=int, required=True, metavar="K", help="how many (dataset, seed) pairs to re-run")
+    p.add_argument("--seeds", type=positive_int, required=True, metavar="K", help="how many (dataset, seed) pairs to re-run")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the pair sampling")
     p.add_argument("--work-dir", help="keep the re-runs here (default: a temporary directory, removed)")
     p.add_argument("--yes", action="store_true", help="run without asking (after reading what will run)")
@@ -105,25 +109,3 @@ def register_commands(commands) -> None:
     p.add_argument("--entries", metavar="DIR", help="entries directory (default: OUT/entries)")
     p.add_argument("--out", metavar="DIR", help="board directory (default: leaderboard/)")
     p.set_defaults(func=cmd_build)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone parser with just the leaderboard group (tests; ``python -m offbench.leaderboard.cli``)."""
-    parser = argparse.ArgumentParser(prog="offbench")
-    register_commands(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except OffbenchError as exc:
-        print(f"offbench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
