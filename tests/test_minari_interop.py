@@ -77,7 +77,8 @@ TOY_TERMINATED = [True, False, True, False]
 
 def _toy_episode(rng, length: int, terminated: bool, obs_space: gym.Space):
     if isinstance(obs_space, gym.spaces.Dict):
-        obs = {k: rng.normal(size=(length + 1, *s.shape)).astype(np.float32) for k, s in obs_space.spaces.items()}
+        obs = {k: np.clip(rng.normal(size=(length + 1, *s.shape)), s.low, s.high).astype(np.float32)  # in the space
+               for k, s in obs_space.spaces.items()}
     else:
         obs = rng.normal(size=(length + 1, *obs_space.shape)).astype(np.float32)
     term = np.zeros(length, bool)

@@ -70,9 +70,9 @@ def test_save_of_loaded_dataset_preserves_content(toy_path, tmp_path):
 
 def test_dict_observations_and_discrete_actions(tmp_path):
     obs_space = gym.spaces.Dict({
-        "observation": gym.spaces.Box(-5, 5, (4,), np.float32),
-        "achieved_goal": gym.spaces.Box(-5, 5, (2,), np.float32),
-        "desired_goal": gym.spaces.Box(-5, 5, (2,), np.float32)})
+        "observation": gym.spaces.Box(-20, 20, (4,), np.float32),  # holds the values 0..15 written below
+        "achieved_goal": gym.spaces.Box(-20, 20, (2,), np.float32),
+        "desired_goal": gym.spaces.Box(-20, 20, (2,), np.float32)})
     act_space = gym.spaces.Discrete(4)
     with DatasetWriter(tmp_path / "d.hdf5", dataset_id="test/grid/goal-v0", env_id="Grid-v0",
                        observation_space=obs_space, action_space=act_space) as w:

@@ -1,4 +1,5 @@
-"""JSON (de)serialisation of the Gymnasium spaces a dataset can hold: Box, Discrete and Dict.
+"""JSON (de)serialisation of the Gymnasium spaces a dataset can hold: Box, Discrete and Dict,
+and the check that stored values lie in their space.
 
 offbench writes its own small schema rather than pickling spaces, so a file never needs
 code execution to be read. Example: ``{"type": "Box", "shape": [3], "dtype": "float32",
@@ -88,3 +89,66 @@ def element_shape(space: gym.Space) -> tuple[int, ...]:
     if isinstance(space, gym.spaces.Discrete):
         return ()
     return tuple(space.shape)
+
+
+# A float value may pass a finite Box bound by this much, relative to max(1, |bound|): about
+# 8 float32 ulps, so an action rescaled from tanh's [-1, 1] (which can round one ulp past the
+# bound) is accepted while real out-of-range data is not.
+BOUND_TOLERANCE = 1e-6
+
+
+def _box_limits(space: gym.spaces.Box, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest value of ``dtype`` accepted per element (infinite where unbounded)."""
+    low = space.low.astype(np.float64)
+    high = space.high.astype(np.float64)
+    if np.issubdtype(dtype, np.floating):
+        low = np.where(space.bounded_below, low - BOUND_TOLERANCE * np.maximum(1.0, np.abs(low)), -np.inf)
+        high = np.where(space.bounded_above, high + BOUND_TOLERANCE * np.maximum(1.0, np.abs(high)), np.inf)
+        # Limits in the data's dtype compare without converting the whole array to float64; a
+        # bound at the dtype's largest value (np.finfo(...).max) stays finite when cast.
+        info = np.finfo(dtype)
+        return np.clip(low, info.min, info.max).astype(dtype), np.clip(high, info.min, info.max).astype(dtype)
+    return space.low, space.high
+
+
+def first_outside(values: np.ndarray, space: gym.Space) -> tuple[int, str] | None:
+    """The first row of ``values`` ([N, *element_shape]) with an element outside ``space``.
+
+    Returns ``(row, description)``, the description naming the value, its index within the row
+    and the bound it breaks (counting every bad row), or ``None`` if all values lie in the
+    space. Discrete values must be in ``start .. start + n - 1``; Box values within ``low`` and
+    ``high`` up to :data:`BOUND_TOLERANCE` for floats. Unbounded (infinite) Box limits accept
+    every value, and a Box unbounded on every side costs nothing to check.
+    """
+    if len(values) == 0:
+        return None
+    if isinstance(space, gym.spaces.Discrete):
+        first, last = int(space.start), int(space.start + space.n - 1)
+        if values.min() >= first and values.max() <= last:  # a fast vectorised pass for valid data
+            return None
+        bad = (values < first) | (values > last)
+        row = int(np.flatnonzero(bad)[0])
+        return row, (f"value {values[row]!s} at row {row} is outside the Discrete space's {first}..{last} "
+                     f"({int(bad.sum())} of {len(values)} rows out of range)")
+    if isinstance(space, gym.spaces.Box):
+        if not (space.bounded_below.any() or space.bounded_above.any()):
+            return None
+        low, high = _box_limits(space, values.dtype)
+        # A fast vectorised pass for valid data: every value within the tightest of the bounds.
+        if values.min() >= low.max() and values.max() <= high.min():
+            return None
+        bad = (values < low) | (values > high)
+        bad_rows = bad.reshape(len(values), -1).any(axis=1)
+        if not bad_rows.any():
+            return None
+        row = int(np.flatnonzero(bad_rows)[0])
+        index = tuple(int(i) for i in np.argwhere(bad[row])[0])
+        value = values[row][index]
+        if value < low[index]:
+            side, bound = "below the low", space.low[index]
+        else:
+            side, bound = "above the high", space.high[index]
+        where = f" at index {list(index)}" if index else ""
+        return row, (f"value {value!s} at row {row}{where} is {side} bound {bound!s} of the Box space "
+                     f"({int(bad_rows.sum())} of {len(values)} rows out of bounds)")
+    raise TypeError(f"no value check for {type(space).__name__}")

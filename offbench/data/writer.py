@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from offbench.data import format as fmt
-from offbench.data.spaces import space_to_json, storage_dtype
+from offbench.data.spaces import element_shape, first_outside, space_to_json, storage_dtype
 from offbench.errors import DatasetFormatError
 
 
@@ -104,19 +104,42 @@ class DatasetWriter:
         self._closed = False
 
     # ------------------------------------------------------------------ schema
-    def _expected_dtype(self, path: str, array: np.ndarray) -> np.dtype:
-        if path in fmt.FIXED_DTYPES:
-            return np.dtype(fmt.FIXED_DTYPES[path])
-        if path.startswith(fmt.FINAL_PREFIX):  # finals share their state array's dtype
+    def _space(self, path: str) -> gym.Space | None:
+        """The space of an observation or action array (finals included); None for other arrays."""
+        if path.startswith(fmt.FINAL_PREFIX):  # finals share their state array's space
             path = path[len(fmt.FINAL_PREFIX):]
         if path == "actions":
-            return storage_dtype(self.action_space)
+            return self.action_space
         if path.startswith("observations"):
             space = self.observation_space
             if isinstance(space, gym.spaces.Dict):
                 space = space[path.split("/", 1)[1]]
-            return storage_dtype(space)
-        return array.dtype  # sim_state/*, infos/*: keep the caller's dtype
+            return space
+        return None
+
+    def _expected_dtype(self, path: str, array: np.ndarray) -> np.dtype:
+        if path in fmt.FIXED_DTYPES:
+            return np.dtype(fmt.FIXED_DTYPES[path])
+        space = self._space(path)
+        return array.dtype if space is None else storage_dtype(space)  # sim_state/*, infos/*: the caller's
+
+    def _check_in_space(self, arrays: dict[str, np.ndarray], episode_of_row) -> None:
+        """Refuse observations and actions outside their spaces, as reading a file would."""
+        for path, arr in arrays.items():
+            space = self._space(path)
+            if space is None:
+                continue
+            if arr.shape[1:] != element_shape(space):
+                raise DatasetFormatError(
+                    self.path, f"element shape {arr.shape[1:]} does not match the space's {element_shape(space)}",
+                    field=path, hint="store values of the shape the observation and action spaces declare")
+            outside = first_outside(arr, space)
+            if outside:
+                row, problem = outside
+                kind = "action" if path == "actions" else "observation"
+                raise DatasetFormatError(
+                    self.path, f"episode {episode_of_row(row)}: outside the {kind} space: {problem}", field=path,
+                    hint=f"clip the values to the {kind} space, or pass the space the data really comes from")
 
     def _fix_schema(self, step_arrays: dict[str, np.ndarray], episode_arrays: dict[str, np.ndarray]):
         schema = {}
@@ -245,6 +268,8 @@ class DatasetWriter:
             self._fix_schema({k: np.asarray(v) for k, v in steps.items()}, episode_arrays)
         steps = self._check_against_schema({k: np.asarray(v) for k, v in steps.items()}, "step")
         episode_arrays = self._check_against_schema(episode_arrays, "episode")
+        self._check_in_space(steps, lambda row: ep0 + int(np.searchsorted(ends, row)))
+        self._check_in_space(episode_arrays, lambda row: ep0 + row)
         for path, arr in steps.items():
             self._buffer_steps[path].append(arr)
         for path, arr in episode_arrays.items():
