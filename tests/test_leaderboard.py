@@ -156,11 +156,13 @@ def test_build_is_deterministic(board, tmp_path):
     assert "<dc:date>" not in svg
 
 
-def test_empty_board_builds(tmp_path, protocols):
+def test_no_entries_is_an_error(tmp_path, protocols):
     from offbench.leaderboard.build import build_board
 
-    build_board(tmp_path / "entries", tmp_path / "out")
-    assert "No entries yet" in (tmp_path / "out" / "README.md").read_text()
+    (tmp_path / "entries").mkdir()
+    with pytest.raises(OffbenchError, match="holds no entries"):
+        build_board(tmp_path / "entries", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # tests/test_board_layout.py: an existing board is kept
 
 
 def test_online_selection_and_links(tmp_path, protocols):

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from offbench.cli.report import register
 from offbench.errors import OffbenchError
 from offbench.evaluation import report as report_module
 from offbench.evaluation import stats
-from offbench.evaluation.report import register_commands, write_report
+from offbench.evaluation.report import write_report
 from offbench.evaluation.results import COLUMNS
 
 MEDIUM, EXPERT = "lite/pendulum/medium-v0", "lite/pendulum/expert-v0"
@@ -69,14 +70,16 @@ def _cell(report, algorithm, dataset, kind="headline"):
     return report["cells"][kind][dataset][algorithm]
 
 
-def test_table_cells_are_mean_and_std_over_seeds(results, tmp_path):
+def test_table_cells_are_mean_and_standard_error_over_seeds(results, tmp_path):
     report = write_report(results, tmp_path / "out", reps=200, seed=0, figures=False)
     table_md = (tmp_path / "out" / "table.md").read_text()
-    # hand computation: last evaluations of bc on medium are 10, 20, 30 -> 20.0 +- 10.0
+    # hand computation: last evaluations of bc on medium are 10, 20, 30 -> 20.0 +- 10.0 / sqrt(3) (std 10.0)
     cell = _cell(report, "bc", MEDIUM)
     assert cell["scores"] == [10.0, 20.0, 30.0] and cell["mean"] == 20.0 and cell["std"] == pytest.approx(10.0)
+    assert cell["stderr"] == pytest.approx(10.0 / np.sqrt(3))
     assert 10.0 <= cell["low"] <= 20.0 <= cell["high"] <= 30.0
-    assert f"| {MEDIUM} | 37.0 | 20.0 ± 10.0 [{cell['low']:.1f}, {cell['high']:.1f}] | 50.0 ± 10.0 [" in table_md
+    assert f"| {MEDIUM} | 37.0 | 20.0 ± 5.8 [{cell['low']:.1f}, {cell['high']:.1f}] | 50.0 ± 5.8 [" in table_md
+    assert "Cells: mean ± standard error over 3 seeds" in table_md
     assert report["behaviour"][MEDIUM] == 37.0  # the card's mean episode return, normalised
     iql = _cell(report, "iql", EXPERT)
     assert iql["mean"] == pytest.approx(105.0) and iql["std"] == pytest.approx(np.std([110, 100, 105], ddof=1))
@@ -92,10 +95,11 @@ def test_table_cells_are_mean_and_std_over_seeds(results, tmp_path):
     csv = pd.read_csv(tmp_path / "out" / "table.csv")
     row = csv[(csv.row == "dataset") & (csv.dataset == MEDIUM)].iloc[0]
     assert row["bc_mean"] == 20.0 and row["bc_std"] == pytest.approx(10.0) and row["bc_n"] == 3
+    assert row["bc_stderr"] == pytest.approx(10.0 / np.sqrt(3))
     assert row["bc_ci_low"] == pytest.approx(cell["low"]) and row["bc_ci_high"] == pytest.approx(cell["high"])
     assert set(csv.row) == {"dataset", "mean", "iqm"}
     tex = (tmp_path / "out" / "table.tex").read_text()
-    assert r"20.0 $\pm$ 10.0" in tex and r"\toprule" in tex and "lite/pendulum/medium-v0" in tex
+    assert r"20.0 $\pm$ 5.8" in tex and r"\toprule" in tex and "lite/pendulum/medium-v0" in tex
 
 
 def test_headline_rule_changes_the_table(tmp_path):
@@ -108,8 +112,8 @@ def test_headline_rule_changes_the_table(tmp_path):
     assert _cell(mean2, "bc", MEDIUM)["mean"] == pytest.approx(20.0)
     assert _cell(mean2, "iql", EXPERT)["mean"] == pytest.approx(np.mean([105, 95, 100]))
     text = (tmp_path / "mean2" / "report" / "table.md").read_text()
-    assert "mean of the last 2 evaluations" in text and "100.0 ± 5.0" in text
-    assert "105.0 ± 5.0" in (tmp_path / "last" / "report" / "table.md").read_text()
+    assert "mean of the last 2 evaluations" in text and "100.0 ± 2.9" in text
+    assert "105.0 ± 2.9" in (tmp_path / "last" / "report" / "table.md").read_text()
 
 
 def test_aggregates_equal_rliable(results, tmp_path, monkeypatch):
@@ -157,7 +161,7 @@ def test_figures_readme_and_report_json(results):
         data = (report_dir / f"{name}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
     readme = (report_dir / "README.md").read_text()
-    assert "![learning curves](learning_curves.png)" in readme and "| lite/pendulum/medium-v0 | 37.0 | 20.0 ± 10.0" in readme
+    assert "![learning curves](learning_curves.png)" in readme and "| lite/pendulum/medium-v0 | 37.0 | 20.0 ± 5.8" in readme
     saved = json.loads((report_dir / "report.json").read_text())
     assert saved["cells"]["headline"][MEDIUM]["bc"]["mean"] == 20.0
     assert saved["protocol"]["headline"] == {"kind": "last", "n": 1, "describe": "last evaluation"}
@@ -200,7 +204,7 @@ def test_failed_and_incomplete_runs_are_reported_not_averaged(tmp_path):
     assert set(report["aggregates"]["headline"]["lite"]) == {"bc"} and report["probability_of_improvement"] == []
     assert "iql: left out of the aggregates (no dataset finished on all 3 seeds)" in report["notes"]
     table_md = (results / "report" / "table.md").read_text()
-    assert "55.0 ± 7.1" in table_md and "(n=2)" in table_md
+    assert "55.0 ± 5.0" in table_md and "(n=2)" in table_md
     assert "Missing or incomplete runs (2)" in table_md and "failed: RuntimeError: out of memory" in table_md
 
     # iql complete on one dataset: the aggregates compare both algorithms on that dataset only
@@ -249,12 +253,12 @@ def test_bad_input(tmp_path, results):
 
 def test_cli(results, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="offbench")
-    register_commands(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["report", str(results), "--out", str(tmp_path / "cli"), "--reps", "50",
                               "--seed", "2", "--no-figures"])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
-    assert "| lite/pendulum/medium-v0 | 37.0 | 20.0 ± 10.0" in printed and str(tmp_path / "cli") in printed
+    assert "| lite/pendulum/medium-v0 | 37.0 | 20.0 ± 5.8" in printed and str(tmp_path / "cli") in printed
     assert not list((tmp_path / "cli").glob("*.png"))
     assert json.loads((tmp_path / "cli" / "report.json").read_text())["bootstrap"]["seed"] == 2
 

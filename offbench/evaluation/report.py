@@ -2,7 +2,8 @@
 
 ``write_report(RESULTS_DIR)`` reads what ``offbench reproduce`` wrote (docs/evaluation.md) and
 writes ``RESULTS_DIR/report/``: the baseline table (``table.md``/``.csv``/``.tex``: per dataset
-mean ± std of the protocol's headline score over seeds with a 95% bootstrap interval, plus
+mean ± standard error of the protocol's headline score over seeds (the leaderboard's per-dataset
+cells, ``offbench.leaderboard``) with a 95% bootstrap interval, plus
 per-suite mean and IQM rows), the best-over-training table as a labelled optimistic secondary,
 ``aggregates.csv`` and ``probability_of_improvement.csv`` (rliable statistics,
 ``offbench.evaluation.stats``), PNG figures, ``report.json`` (every number shown) and a README.
@@ -15,6 +16,7 @@ numbers are reproducible and do not change when another algorithm is added.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from offbench.errors import OffbenchError
+from offbench.evaluation.colors import assign_colors
 
 FIGURES = {"learning_curves": "learning_curves.png", "aggregate_metrics": "aggregate_metrics.png",
            "performance_profiles": "performance_profiles.png",
@@ -125,6 +128,10 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
     # -- headline and best-over-training score of every complete run; a dataset without
     #    normalised scores is reported in raw returns and kept out of the aggregates
     complete_keys = {k for k, v in runs.items() if v["complete"]}
+    if not complete_keys:  # nothing to score: say why, instead of failing on an empty table
+        why = "; ".join(f"{m['algorithm']} {m['dataset']} seed {m['seed']}: {m['reason']}" for m in missing[:5])
+        raise OffbenchError(f"{results_dir} has no finished runs to report ({why}{'; ...' if len(missing) > 5 else ''}); "
+                            "see manifest.json and the failed runs' error.log, then rerun `offbench reproduce` (it resumes)")
     keep = [(a, d, int(s)) in complete_keys for a, d, s in zip(table["algorithm"], table["dataset"], table["seed"])]
     done = table[keep]
     units = {}
@@ -149,10 +156,12 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                 values = sub[column].to_numpy(dtype=float)
                 est = stats.task_mean_intervals(values[:, None], reps=reps, rng=_rng(seed, "cell", column, algorithm,
                                                                                       dataset))
+                std = _finite(est["std"][0])
                 cells[dataset][algorithm] = {
-                    "mean": float(est["mean"][0]), "std": _finite(est["std"][0]), "low": float(est["low"][0]),
-                    "high": float(est["high"][0]), "n": int(est["n"]), "seeds": [int(s) for s in sub["seed"]],
-                    "scores": [float(v) for v in values]}
+                    "mean": float(est["mean"][0]), "std": std,
+                    "stderr": None if std is None else std / math.sqrt(int(est["n"])),
+                    "low": float(est["low"][0]), "high": float(est["high"][0]), "n": int(est["n"]),
+                    "seeds": [int(s) for s in sub["seed"]], "scores": [float(v) for v in values]}
         return cells
 
     cells = {"headline": cells_for("score"), "best": cells_for("best")}
@@ -285,7 +294,8 @@ def _header_lines(report: dict) -> list[str]:
              f"{common}{f' ({exceptions})' if exceptions else ''}; evaluation every {p['eval_every']} steps.",
              f"Git commit: {m.get('git_commit') or 'unknown'}; wall time: "
              f"{'unknown' if wall is None else f'{float(wall):.1f} s'}; offbench {m.get('offbench_version') or '?'}.",
-             f"Cells: mean ± std over seeds [95% stratified-bootstrap percentile interval of the mean; "
+             f"Cells: mean ± standard error over {len(p['seeds'])} seeds (sample std / √n; n marked where fewer) "
+             f"[95% stratified-bootstrap percentile interval of the mean; "
              f"{boot['reps']} replicates, seed {boot['seed']}]. Aggregates (rliable, Agarwal et al. 2021) over "
              f"{_count(len(report['aggregate_datasets']), 'dataset')} complete for every algorithm."]
     return lines
@@ -294,7 +304,7 @@ def _header_lines(report: dict) -> list[str]:
 def _cell_text(cell: dict | None, seeds: int, *, interval: bool = True) -> str:
     if cell is None:
         return MISSING_CELL
-    text = _fmt(cell["mean"]) + ("" if cell["std"] is None else f" ± {_fmt(cell['std'])}")
+    text = _fmt(cell["mean"]) + ("" if cell["stderr"] is None else f" ± {_fmt(cell['stderr'])}")
     if interval:
         text += f" [{_fmt(cell['low'])}, {_fmt(cell['high'])}]"
     if cell["n"] != seeds:
@@ -376,7 +386,7 @@ def _table_frame(report: dict, kind: str):
                                "unit": report["units"][dataset]}
         for a in report["algorithms"]:
             cell = report["cells"][kind][dataset][a] or {}
-            for key in ("mean", "std", "low", "high", "n"):
+            for key in ("mean", "std", "stderr", "low", "high", "n"):
                 row[f"{a}_{'ci_' + key if key in ('low', 'high') else key}"] = cell.get(key)
         records.append(row)
     for group, group_datasets in report["aggregate_groups"].items():
@@ -385,8 +395,8 @@ def _table_frame(report: dict, kind: str):
                    "unit": "normalised score"}
             for a in report["algorithms"]:
                 e = report["aggregates"][kind].get(group, {}).get(a, {}).get(metric) or {}
-                row.update({f"{a}_mean": e.get("value"), f"{a}_std": None, f"{a}_ci_low": e.get("low"),
-                            f"{a}_ci_high": e.get("high"),
+                row.update({f"{a}_mean": e.get("value"), f"{a}_std": None, f"{a}_stderr": None,
+                            f"{a}_ci_low": e.get("low"), f"{a}_ci_high": e.get("high"),
                             f"{a}_n": len(report["protocol"]["seeds"]) if e else None})
             records.append(row)
     frame = pd.DataFrame.from_records(records)
@@ -426,7 +436,7 @@ def render_table_tex(report: dict) -> str:
                          + " & ".join(_estimate_text(estimates[a]).replace(MISSING_CELL, "--") for a in algos) + r" \\")
         return lines + [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
 
-    out += tabular("headline", f"Protocol {p['name']}: {p['headline']['describe']} (mean $\\pm$ std over "
+    out += tabular("headline", f"Protocol {p['name']}: {p['headline']['describe']} (mean $\\pm$ standard error over "
                    f"{seeds} seeds; aggregates with 95% bootstrap intervals).".replace("$\\pm$", "+/-"))
     out += tabular("best", f"Protocol {p['name']}, secondary and optimistic: best evaluation over training "
                    "(not a headline).")
@@ -479,18 +489,14 @@ def render_readme(report: dict, table_md: str, figures: dict[str, str]) -> str:
 
 
 # ---------------------------------------------------------------------- figures
-def _palette(algorithms: list[str]) -> dict[str, Any]:
-    import seaborn as sns
-
-    return dict(zip(algorithms, sns.color_palette("colorblind", max(len(algorithms), 1))))
-
-
-def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buffer.getvalue()
 
 
-def write_figures(report: dict, out_dir: Path) -> dict[str, str]:
-    """Draw the PNG figures that have data; returns ``{figure name: file name}``."""
+def render_figures(report: dict) -> dict[str, bytes]:
+    """Draw the figures that have data: ``{figure name: PNG bytes}``, saved as ``FIGURES[name]``."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never open a window
@@ -498,8 +504,8 @@ def write_figures(report: dict, out_dir: Path) -> dict[str, str]:
     import seaborn as sns
     from matplotlib.figure import Figure
 
-    colors = _palette(report["algorithms"])
-    written: dict[str, str] = {}
+    colors = assign_colors(report["algorithms"])  # the leaderboard's colours too
+    drawn: dict[str, bytes] = {}
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9), warnings.catch_warnings():
         warnings.simplefilter("ignore", PendingDeprecationWarning)  # seaborn 0.13 calls cmap.set_bad
         # learning curves: one panel per dataset
@@ -521,8 +527,7 @@ def write_figures(report: dict, out_dir: Path) -> dict[str, str]:
             handles, labels = axes[0].get_legend_handles_labels()
             fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 6), frameon=False,
                        title="mean and 95% bootstrap band over seeds", title_fontsize=9)
-            _save(fig, out_dir / FIGURES["learning_curves"])
-            written["learning_curves"] = FIGURES["learning_curves"]
+            drawn["learning_curves"] = _png(fig)
 
         aggregates = report["aggregates"]["headline"]
         group = "all" if "all" in aggregates else next(iter(aggregates), None)
@@ -542,8 +547,7 @@ def write_figures(report: dict, out_dir: Path) -> dict[str, str]:
             axes[0].invert_yaxis()  # first algorithm on top, as in the table
             fig.suptitle(f"aggregates over {_count(len(report['aggregate_groups'][group]), 'dataset')}, "
                          "95% stratified-bootstrap intervals", fontsize=10)
-            _save(fig, out_dir / FIGURES["aggregate_metrics"])
-            written["aggregate_metrics"] = FIGURES["aggregate_metrics"]
+            drawn["aggregate_metrics"] = _png(fig)
 
         profiles = report["performance_profiles"]
         if profiles:
@@ -557,8 +561,7 @@ def write_figures(report: dict, out_dir: Path) -> dict[str, str]:
             ax.set_ylabel(r"fraction of runs with score $> \tau$")
             ax.set_title("performance profiles (95% bootstrap bands)", fontsize=10)
             ax.legend(frameon=False)
-            _save(fig, out_dir / FIGURES["performance_profiles"])
-            written["performance_profiles"] = FIGURES["performance_profiles"]
+            drawn["performance_profiles"] = _png(fig)
 
         poi = report["probability_of_improvement"]
         if poi:
@@ -576,9 +579,8 @@ def write_figures(report: dict, out_dir: Path) -> dict[str, str]:
             ax.set_xlabel("Y")
             ax.set_ylabel("X")
             ax.set_title("probability of improvement P(X > Y)", fontsize=10)
-            _save(fig, out_dir / FIGURES["probability_of_improvement"])
-            written["probability_of_improvement"] = FIGURES["probability_of_improvement"]
-    return written
+            drawn["probability_of_improvement"] = _png(fig)
+    return drawn
 
 
 # ---------------------------------------------------------------------- the report directory
@@ -596,46 +598,27 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None, *, 
                  figures: bool = True) -> dict:
     """Write the report of ``results_dir`` into ``out_dir`` (default ``results_dir/report``) and
     return its ``report.json`` content (plus ``out_dir`` and ``files``)."""
-    report = build_report(results_dir, reps=reps, seed=seed)
-    out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    table_md = render_table_md(report)
-    (out / "table.md").write_text(table_md)
-    _table_frame(report, "headline").to_csv(out / "table.csv", index=False)
-    _table_frame(report, "best").to_csv(out / "table_best_over_training.csv", index=False)
-    (out / "table.tex").write_text(render_table_tex(report))
-    _aggregates_frame(report).to_csv(out / "aggregates.csv", index=False)
     import pandas as pd
 
-    pd.DataFrame.from_records(report["probability_of_improvement"],
-                              columns=["algorithm_x", "algorithm_y", "probability", "low", "high"]).rename(
-        columns={"low": "ci_low", "high": "ci_high"}).to_csv(out / "probability_of_improvement.csv", index=False)
-    drawn = write_figures(report, out) if figures else {}
-    report["figures"] = drawn
-    (out / "README.md").write_text(render_readme(report, table_md, drawn))
-    report["files"] = sorted(["table.md", "table.csv", "table_best_over_training.csv", "table.tex",
-                              "aggregates.csv", "probability_of_improvement.csv", "report.json", "README.md",
-                              *drawn.values()])
-    (out / "report.json").write_text(json.dumps(_json_ready(report), indent=2, sort_keys=True) + "\n")
+    from offbench.atomic import write_atomic
+
+    report = build_report(results_dir, reps=reps, seed=seed)
+    out = Path(out_dir) if out_dir is not None else Path(results_dir) / "report"
+    # everything is rendered before anything is written, so a failure leaves an earlier report as it was
+    table_md = render_table_md(report)
+    pngs = render_figures(report) if figures else {}
+    report["figures"] = {name: FIGURES[name] for name in pngs}
+    poi = pd.DataFrame.from_records(report["probability_of_improvement"],
+                                    columns=["algorithm_x", "algorithm_y", "probability", "low", "high"])
+    files: dict[str, str | bytes] = {
+        "table.md": table_md, "table.csv": _table_frame(report, "headline").to_csv(index=False),
+        "table_best_over_training.csv": _table_frame(report, "best").to_csv(index=False),
+        "table.tex": render_table_tex(report), "aggregates.csv": _aggregates_frame(report).to_csv(index=False),
+        "probability_of_improvement.csv": poi.rename(columns={"low": "ci_low", "high": "ci_high"}).to_csv(index=False),
+        "README.md": render_readme(report, table_md, report["figures"]),
+        **{FIGURES[name]: data for name, data in pngs.items()}}
+    report["files"] = sorted([*files, "report.json"])
+    files["report.json"] = json.dumps(_json_ready(report), indent=2, sort_keys=True) + "\n"
+    for name, data in files.items():  # each file atomically: readers see the old or the new one
+        write_atomic(out / name, data)
     return {**_json_ready(report), "out_dir": str(out)}
-
-
-# ---------------------------------------------------------------------- command line
-def cmd_report(args) -> int:
-    out = write_report(args.results_dir, args.out, reps=args.reps, seed=args.seed, figures=not args.no_figures)
-    print((Path(out["out_dir"]) / "table.md").read_text())
-    for r in out["missing_runs"]:
-        print(f"missing: {r['algorithm']} {r['dataset']} seed {r['seed']}: {r['reason']}")
-    print(f"report: {out['out_dir']} ({', '.join(out['files'])})")
-    return 0
-
-
-def register_commands(commands) -> None:
-    """Add ``offbench report`` to the CLI's subparsers (argparse ``add_subparsers`` object)."""
-    p = commands.add_parser("report", help="tables, rliable statistics and figures from a results directory")
-    p.add_argument("results_dir", metavar="RESULTS_DIR", help="a directory written by `offbench reproduce`")
-    p.add_argument("--out", metavar="DIR", help="report directory (default: RESULTS_DIR/report)")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates per interval (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (same seed, same intervals)")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (faster)")
-    p.set_defaults(func=cmd_report)

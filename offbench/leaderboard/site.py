@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from offbench.evaluation.colors import assign_colors
 from offbench.leaderboard.schema import URL_PATTERN
 
 
@@ -32,9 +33,33 @@ class Group:
     def datasets(self) -> list[str]:
         return list(self.protocol.datasets)
 
+    @property
+    def ranks(self) -> list[int]:
+        """Standard competition ranks (1, 2, 2, 4) of the rows: IQMs equal as shown share a rank."""
+        return competition_ranks([fmt(s.iqm) for _, s in self.rows])
+
+    @property
+    def colors(self) -> dict[str, str]:
+        """``{entry name: colour}``: each entry in its algorithm's colour, as in ``offbench report``."""
+        return assign_colors([entry["name"] for entry, _ in self.rows],
+                             {entry["name"]: entry["algorithm"]["import_path"] for entry, _ in self.rows})
+
+
+def competition_ranks(keys: list) -> list[int]:
+    """Ranks of already sorted ``keys``: equal neighbours share the first one's rank (1, 2, 2, 4)."""
+    ranks: list[int] = []
+    for i, key in enumerate(keys):
+        ranks.append(ranks[-1] if i and key == keys[i - 1] else i + 1)
+    return ranks
+
 
 def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def mean_se(scores) -> str:
+    """A per-dataset cell: mean ± standard error over seeds (``offbench report``'s cell too)."""
+    return fmt(scores.mean) + (f" ± {fmt(scores.stderr)}" if len(scores.scores) > 1 else "")
 
 
 def sort_value(value: float | None) -> str:
@@ -72,68 +97,100 @@ def script_json(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------- figures
-def figure_svgs(group: Group) -> dict[str, bytes]:
-    """``{file name: SVG bytes}``: the IQM with intervals, and per-dataset mean scores."""
+# Fonts are fixed when text is created and the hash salt when a figure is saved: both happen inside it.
+FIGURE_STYLE = {"svg.hashsalt": "offbench-leaderboard", "svg.fonttype": "none", "font.family": "DejaVu Sans",
+                "font.size": 9}
+
+
+def iqm_figure(group: Group):
+    """Horizontal bars of each ranked entry's IQM with its 95% interval, in the entry's colour;
+    ``None`` when no entry has an IQM (no normalised dataset)."""
     import matplotlib
-    from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
 
-    out: dict[str, bytes] = {}
-    names = [entry["name"] for entry, _ in group.rows]
-    with matplotlib.rc_context({"svg.hashsalt": "offbench-leaderboard", "svg.fonttype": "none",
-                                "font.family": "DejaVu Sans", "font.size": 9}):
-        ranked = [(entry, s) for entry, s in group.rows if s.iqm is not None]
-        if ranked:
-            fig = Figure(figsize=(6.4, 0.45 * len(ranked) + 1.0))
-            FigureCanvasSVG(fig)
-            ax = fig.add_subplot()
-            ys = list(range(len(ranked)))[::-1]
-            iqms = [s.iqm for _, s in ranked]
-            errs = [[s.iqm - s.ci[0] for _, s in ranked], [s.ci[1] - s.iqm for _, s in ranked]]
-            ax.barh(ys, iqms, xerr=errs, color="#4c72b0", ecolor="#222222", capsize=3)
-            ax.set_yticks(ys, [entry["name"] for entry, _ in ranked])
-            ax.set_xlabel("IQM normalised score (95% stratified-bootstrap CI)")
-            ax.set_title(f"{group.suite} / {group.protocol.name}")
-            fig.tight_layout()
-            out[f"{group.key}-iqm.svg"] = _svg(fig)
-        fig = Figure(figsize=(6.4, 0.35 * len(group.datasets) * max(1, len(names)) ** 0.5 + 1.2))
-        FigureCanvasSVG(fig)
+    ranked = [(entry, s) for entry, s in group.rows if s.iqm is not None]
+    if not ranked:
+        return None
+    colors = group.colors
+    with matplotlib.rc_context(FIGURE_STYLE):
+        fig = Figure(figsize=(6.4, 0.45 * len(ranked) + 1.0), layout="constrained")
         ax = fig.add_subplot()
-        ys = list(range(len(group.datasets)))[::-1]
+        ys = list(range(len(ranked)))[::-1]
+        errs = [[s.iqm - s.ci[0] for _, s in ranked], [s.ci[1] - s.iqm for _, s in ranked]]
+        ax.barh(ys, [s.iqm for _, s in ranked], xerr=errs, color=[colors[entry["name"]] for entry, _ in ranked],
+                ecolor="#222222", capsize=3)
+        ax.set_yticks(ys, [entry["name"] for entry, _ in ranked])
+        ax.set_xlabel("IQM normalised score (95% stratified-bootstrap CI)")
+        ax.set_title(f"{group.suite} / {group.protocol.name}")
+    return fig
+
+
+def datasets_figure(group: Group):
+    """Each entry's per-dataset mean ± standard error: one row per dataset with the entries side
+    by side in rank order (best on top), the legend outside the plot on the right."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    n = len(group.rows)
+    ys = list(range(len(group.datasets)))[::-1]
+    step = min(0.2, 0.8 / n)  # the entries of a row stay within it
+    colors = group.colors
+    with matplotlib.rc_context(FIGURE_STYLE):
+        fig = Figure(figsize=(11.0, max(3.0, 1.0 + len(ys) * (0.25 + 0.06 * n))), layout="constrained")
+        ax = fig.add_subplot()
         for i, (entry, s) in enumerate(group.rows):
-            offset = (i - (len(group.rows) - 1) / 2) * min(0.12, 0.8 / len(group.rows))  # stay within a row
-            means = [s.datasets[d].mean for d in group.datasets]
-            errs = [s.datasets[d].stderr for d in group.datasets]
-            ax.errorbar(means, [y + offset for y in ys], xerr=errs, fmt="o", markersize=4, capsize=2,
-                        label=entry["name"])
-        ax.set_yticks(ys, group.datasets)
-        ax.set_xlabel("headline score, mean over seeds\n(normalised where the task has reference scores)")
-        if group.rows:
-            ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        out[f"{group.key}-datasets.svg"] = _svg(fig)
+            offset = ((n - 1) / 2 - i) * step
+            ax.errorbar([s.datasets[d].mean for d in group.datasets], [y + offset for y in ys],
+                        xerr=[s.datasets[d].stderr for d in group.datasets], fmt="o", markersize=4, capsize=2,
+                        color=colors[entry["name"]], label=entry["name"])
+        for y in ys[:-1]:
+            ax.axhline(y - 0.5, color="#dddddd", linewidth=0.8)
+        prefix = f"{group.suite}/"  # the title names the suite
+        ax.set_yticks(ys, [d.removeprefix(prefix) for d in group.datasets])
+        ax.set_ylim(-0.5, len(ys) - 0.5)
+        ax.grid(axis="x", color="#eeeeee")
+        ax.set_axisbelow(True)
+        ax.set_xlabel("headline score, mean ± standard error over seeds "
+                      "(normalised where the task has reference scores)")
+        ax.set_title(f"{group.suite} / {group.protocol.name}: per-dataset scores")
+        fig.legend(loc="outside right upper", title="entry (by rank)", fontsize=8, title_fontsize=8, frameon=False)
+    return fig
+
+
+def figure_svgs(group: Group) -> dict[str, bytes]:
+    """``{file name: SVG bytes}``: the IQM with intervals (when any entry has one), and per-dataset scores."""
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    figures = {f"{group.key}-iqm.svg": iqm_figure(group), f"{group.key}-datasets.svg": datasets_figure(group)}
+    out = {}
+    with matplotlib.rc_context(FIGURE_STYLE):
+        for name, fig in figures.items():
+            if fig is not None:
+                FigureCanvasSVG(fig)
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+                out[name] = buffer.getvalue()
     return out
 
 
-def _svg(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    return buffer.getvalue()
-
-
 # ---------------------------------------------------------------------- README.md
+# The build replaces a README.md or site/index.html only if it carries its mark (the build wrote it).
+README_MARK = "Generated by `offbench leaderboard build`"
+INDEX_MARK = "<title>offbench leaderboard</title>"
+RANK_RULE = "ranked by IQM; entries whose IQMs are equal at the precision shown share a rank (1, 2, 2, 4)"
+
+
 def render_readme(groups: list[Group], figures: dict[str, bytes]) -> str:
     lines = ["# offbench leaderboard", "",
-             "Generated by `offbench leaderboard build` from `leaderboard/entries/*.json`; do not edit by hand.",
+             f"{README_MARK} from `leaderboard/entries/*.json`; do not edit by hand.",
              "Entries are data: raw per-episode evaluation returns for every dataset and seed of a protocol.",
              "Every number below is recomputed from those returns (submitted aggregates are never used):",
              "a run's score is the protocol's headline rule over its evaluations' mean normalised scores",
              "(catalogue reference scores), and a table's aggregate is the IQM over seeds x datasets with a",
-             "95% stratified-bootstrap interval.", "",
+             "95% stratified-bootstrap interval.", f"Entries are {RANK_RULE}.", "",
              "How to submit: see [SCHEMA.md](SCHEMA.md) (entry format, `offbench leaderboard submit`, `validate`,",
              "`verify`). The browsable board is `site/index.html`.", ""]
-    if not groups:
-        lines += ["_No entries yet._", ""]
     for group in groups:
         p = group.protocol
         lines += [f"## Suite `{group.suite}`, protocol `{p.name}`", "",
@@ -142,17 +199,18 @@ def render_readme(groups: list[Group], figures: dict[str, bytes]) -> str:
             lines += [f"![IQM of {group.key}](site/figures/{group.key}-iqm.svg)", ""]
         lines += ["| rank | entry | algorithm | IQM [95% CI] | mean | selection | authors | links |",
                   "|---:|---|---|---|---:|---|---|---|"]
-        for rank, (entry, s) in enumerate(group.rows, 1):
+        for rank, (entry, s) in zip(group.ranks, group.rows):
             ci = f"{fmt(s.iqm)} [{fmt(s.ci[0])}, {fmt(s.ci[1])}]" if s.iqm is not None else "-"
             links = " ".join(f"[{label}]({url})" for label, url in
                              (("paper", safe_url(entry["paper"])), ("code", safe_url(entry["code"]))) if url)
             lines.append(f"| {rank} | {md(entry['name'])} | {md(entry['algorithm']['name'])} | {ci} | {fmt(s.mean)} | "
                          f"{md(selection_text(entry))} | {md(', '.join(entry['authors'])) or '-'} | {links or '-'} |")
-        lines += ["", "Per-dataset headline scores (mean ± standard error over seeds):", "",
+        lines += ["", f"Per-dataset headline scores (mean ± standard error over the {len(p.seeds)} seeds, the cells "
+                  "of `offbench report`'s table):", "",
                   "| dataset | " + " | ".join(md(entry["name"]) for entry, _ in group.rows) + " |",
                   "|---|" + "---:|" * len(group.rows)]
         for d in p.datasets:
-            cells = [f"{fmt(s.datasets[d].mean)} ± {fmt(s.datasets[d].stderr)}" for _, s in group.rows]
+            cells = [mean_se(s.datasets[d]) for _, s in group.rows]
             lines.append(f"| {md(d)} | " + " | ".join(cells) + " |")
         lines += ["", f"![per-dataset scores of {group.key}](site/figures/{group.key}-datasets.svg)", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -203,16 +261,19 @@ SORT_SCRIPT = """
 """
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem; color: #222; }
-table { border-collapse: collapse; margin: 1rem 0; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-table.sortable th { cursor: pointer; background: #f3f3f3; user-select: none; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 90rem; padding: 0 1rem; color: #222;
+       overflow-wrap: break-word; }
+.scroll { overflow-x: auto; margin: 1rem 0; }
+table { border-collapse: collapse; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.sortable th { cursor: pointer; background: #f3f3f3; user-select: none; vertical-align: bottom; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; }
 th[aria-sort="descending"]::after { content: " \\25BC"; }
 details { margin: 0.5rem 0; }
 pre { background: #f7f7f7; padding: 0.5rem; overflow-x: auto; }
-img { max-width: 100%; }
+img { max-width: 100%; height: auto; }
+.nowrap { white-space: nowrap; }
 """
 
 
@@ -226,6 +287,16 @@ def _td(text: str, sort: str | None = None, numeric: bool = False) -> str:
     return f"<td{attrs}>{text}</td>"
 
 
+def _dataset(dataset_id: str) -> str:
+    """A dataset id that may wrap after a ``/`` (narrow windows), never inside a part."""
+    return "/<wbr>".join(f'<span class="nowrap">{e(part)}</span>' for part in dataset_id.split("/"))
+
+
+def _figure(name: str, alt: str) -> str:
+    """A figure, scaled to the window, that opens full size when clicked."""
+    return f'<a href="figures/{e(name)}"><img src="figures/{e(name)}" alt="{e(alt)}"></a>'
+
+
 def _links(entry: dict) -> str:
     parts = [f'<a href="{e(url)}" rel="nofollow noopener noreferrer">{label}</a>'
              for label, url in (("paper", safe_url(entry["paper"])), ("code", safe_url(entry["code"]))) if url]
@@ -236,16 +307,16 @@ def _group_html(group: Group, figures: dict[str, bytes]) -> list[str]:
     p = group.protocol
     out = [f'<section id="group-{e(group.key)}">', f"<h2>Suite {e(group.suite)}, protocol {e(p.name)}</h2>",
            f"<p>Headline: {e(p.headline.describe())}; {len(p.seeds)} seeds &times; {len(p.datasets)} datasets. "
-           "Click a column header to sort.</p>"]
+           f"Entries are {e(RANK_RULE)}. Click a column header to sort.</p>"]
     if f"{group.key}-iqm.svg" in figures:
-        out.append(f'<img src="figures/{e(group.key)}-iqm.svg" alt="IQM with 95% intervals, {e(group.key)}">')
-    out.append(f'<table class="sortable board" id="board-{e(group.key)}"><thead><tr>'
+        out.append(_figure(f"{group.key}-iqm.svg", f"IQM with 95% intervals, {group.key}"))
+    out.append(f'<div class="scroll"><table class="sortable board" id="board-{e(group.key)}"><thead><tr>'
                + "".join(_th(label, numeric) for label, numeric in
                          (("rank", True), ("entry", False), ("algorithm", False), ("IQM", True),
                           ("CI low", True), ("CI high", True), ("mean", True), ("selection", False),
                           ("authors", False), ("links", False)))
                + "</tr></thead><tbody>")
-    for rank, (entry, s) in enumerate(group.rows, 1):
+    for order, (rank, (entry, s)) in enumerate(zip(group.ranks, group.rows), 1):
         ci = s.ci or (None, None)
         cells = [_td(str(rank), str(rank), True),
                  _td(f'<a href="#entry-{e(group.key)}-{e(entry["name"])}">{e(entry["name"])}</a>', entry["name"]),
@@ -254,18 +325,20 @@ def _group_html(group: Group, figures: dict[str, bytes]) -> list[str]:
                  _td(fmt(ci[1]), sort_value(ci[1]), True), _td(fmt(s.mean), sort_value(s.mean), True),
                  _td(e(selection_text(entry)), selection_text(entry)),
                  _td(e(", ".join(entry["authors"])) or "-", ", ".join(entry["authors"])), _td(_links(entry), "")]
-        out.append(f'<tr data-order="{rank}" data-entry="{e(entry["name"])}">' + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+        out.append(f'<tr data-order="{order}" data-entry="{e(entry["name"])}">' + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
     # per-dataset detail: datasets x entries
-    out.append("<h3>Per-dataset headline scores (mean &plusmn; s.e. over seeds)</h3>")
-    out.append(f'<table class="sortable datasets" id="datasets-{e(group.key)}"><thead><tr>' + _th("dataset", False)
-               + "".join(_th(entry["name"], True) for entry, _ in group.rows) + "</tr></thead><tbody>")
+    out.append(f"<h3>Per-dataset headline scores (mean &plusmn; standard error over the {len(p.seeds)} seeds, "
+               "the cells of <code>offbench report</code>'s table)</h3>")
+    out.append(f'<div class="scroll"><table class="sortable datasets" id="datasets-{e(group.key)}"><thead><tr>'
+               + _th("dataset", False) + "".join(_th(entry["name"], True) for entry, _ in group.rows)
+               + "</tr></thead><tbody>")
     for i, d in enumerate(p.datasets, 1):
-        cells = [_td(e(d), d)] + [_td(f"{fmt(s.datasets[d].mean)} &plusmn; {fmt(s.datasets[d].stderr)}",
-                                      sort_value(s.datasets[d].mean), True) for _, s in group.rows]
+        cells = [_td(_dataset(d), d)] + [_td(e(mean_se(s.datasets[d])), sort_value(s.datasets[d].mean), True)
+                                         for _, s in group.rows]
         out.append(f'<tr data-order="{i}">' + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    out.append(f'<img src="figures/{e(group.key)}-datasets.svg" alt="per-dataset scores, {e(group.key)}">')
+    out.append("</tbody></table></div>")
+    out.append(_figure(f"{group.key}-datasets.svg", f"per-dataset scores, {group.key}"))
     out.append("<h3>Entries</h3>")
     for entry, s in group.rows:
         out += _entry_html(group, entry, s)
@@ -285,15 +358,16 @@ def _entry_html(group: Group, entry: dict, s) -> list[str]:
     out.append(f"<dt>compute</dt><dd><pre>{e(json.dumps(entry['compute'], indent=1, sort_keys=True))}</pre></dd>")
     out.append(f"<dt>config</dt><dd><pre>{e(json.dumps(entry['config'], indent=1, sort_keys=True))}</pre></dd></dl>")
     seeds = sorted({seed for d in s.datasets.values() for seed in d.seeds})
-    out.append('<table class="sortable seeds"><thead><tr>' + _th("dataset", False)
+    out.append('<div class="scroll"><table class="sortable seeds"><thead><tr>' + _th("dataset", False)
                + "".join(_th(f"seed {seed}", True) for seed in seeds) + _th("final success", True)
                + "</tr></thead><tbody>")
     for i, (d, ds) in enumerate(s.datasets.items(), 1):
         by_seed = dict(zip(ds.seeds, ds.scores))
-        cells = [_td(e(d), d)] + [_td(fmt(by_seed.get(seed), 2), sort_value(by_seed.get(seed)), True) for seed in seeds]
+        cells = [_td(_dataset(d), d)] + [_td(fmt(by_seed.get(seed), 2), sort_value(by_seed.get(seed)), True)
+                                         for seed in seeds]
         cells.append(_td(fmt(ds.final_success, 2), sort_value(ds.final_success), True))
         out.append(f'<tr data-order="{i}">' + "".join(cells) + "</tr>")
-    out.append("</tbody></table></details>")
+    out.append("</tbody></table></div></details>")
     return out
 
 
@@ -305,16 +379,13 @@ def render_index(groups: list[Group], figures: dict[str, bytes]) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{e(csp)}">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             '<link rel="icon" href="data:,">',  # no favicon request (a 404 in the console)
-            "<title>offbench leaderboard</title>", f"<style>{STYLE}</style></head><body>",
+            INDEX_MARK, f"<style>{STYLE}</style></head><body>",
             "<h1>offbench leaderboard</h1>",
             "<p>Every number is recomputed from the entries' raw per-episode evaluation returns: a run's "
             "score follows its protocol's headline rule on mean normalised scores, and each table ranks entries "
             "by the IQM over seeds &times; datasets with a 95% stratified-bootstrap interval.</p>"]
-    if not groups:
-        body.append("<p>No entries yet.</p>")
-    if groups:
-        body.append("<nav><ul>" + "".join(f'<li><a href="#group-{e(g.key)}">{e(g.suite)} / {e(g.protocol.name)}</a></li>'
-                                          for g in groups) + "</ul></nav>")
+    body.append("<nav><ul>" + "".join(f'<li><a href="#group-{e(g.key)}">{e(g.suite)} / {e(g.protocol.name)}</a></li>'
+                                      for g in groups) + "</ul></nav>")
     for group in groups:
         body += _group_html(group, figures)
     body += [f"<script>{SORT_SCRIPT}</script>", "</body></html>"]
