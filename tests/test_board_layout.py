@@ -182,6 +182,42 @@ def test_board_and_report_show_the_same_cells_for_the_shipped_data(shipped_board
     assert "Per-dataset headline scores (mean ± standard error over the 3 seeds" in board_md
 
 
+def test_board_and_report_give_identical_iqm_intervals_for_the_shipped_data():
+    """The board (leaderboard/entries) and the report (leaderboard/lite/results.csv) draw their
+    aggregate intervals through stats.aggregate_estimates with the same seed and replicates, so they
+    resample the same runs: the intervals agree to the precision of the scores themselves (the
+    entries keep returns to 6 decimals, results.csv's scores come from the unrounded returns; they
+    differ by about 1e-8) and print the same."""
+    from offbench.evaluation.report import build_report
+    from offbench.leaderboard.build import load_entries, make_groups
+    from offbench.leaderboard.site import iqm_ci_text
+
+    report = build_report(SHIPPED_RESULTS)  # the defaults: 2000 replicates, seed 0
+    (group,) = make_groups(load_entries(SHIPPED_ENTRIES))
+    for entry, scores in group.rows:
+        aggregate = report["aggregates"]["headline"]["lite"][entry["algorithm"]["import_path"]]["iqm"]
+        assert (scores.iqm, *scores.ci) == pytest.approx((aggregate["value"], aggregate["low"], aggregate["high"]),
+                                                         abs=1e-6)
+        shown = f"{aggregate['value']:.1f} [{aggregate['low']:.1f}, {aggregate['high']:.1f}]"
+        assert iqm_ci_text(scores.iqm, scores.ci) == shown
+    percent_bc = report["aggregates"]["headline"]["lite"]["percent_bc"]["iqm"]
+    assert (round(percent_bc["value"], 1), round(percent_bc["low"], 1), round(percent_bc["high"], 1)) == (
+        68.4, 66.4, 70.5)
+
+
+def test_aggregate_intervals_depend_on_the_scores_and_seed_only():
+    """stats.aggregate_estimates: the same matrix and seed give the same intervals whatever the
+    metrics asked for, and equal interval_estimates with a generator seeded by the seed."""
+    from offbench.evaluation import stats
+
+    matrix = np.random.default_rng(5).normal(50, 10, (3, 9))
+    full = stats.aggregate_estimates(matrix, reps=500, seed=7)
+    assert stats.aggregate_estimates(matrix, ["iqm"], reps=500, seed=7) == {"iqm": full["iqm"]}
+    direct = stats.interval_estimates({"anything": matrix}, reps=500, rng=np.random.default_rng(7))["anything"]
+    assert full == direct
+    assert stats.aggregate_estimates(matrix, reps=500, seed=8)["iqm"] != full["iqm"]
+
+
 # ---------------------------------------------------------------------- item 7: colours
 def _lab(color: str) -> np.ndarray:
     """CIELAB (D65) of an sRGB hex colour."""

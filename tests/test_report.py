@@ -98,6 +98,8 @@ def test_table_cells_are_mean_and_standard_error_over_seeds(results, tmp_path):
     assert row["bc_stderr"] == pytest.approx(10.0 / np.sqrt(3))
     assert row["bc_ci_low"] == pytest.approx(cell["low"]) and row["bc_ci_high"] == pytest.approx(cell["high"])
     assert set(csv.row) == {"dataset", "mean", "iqm"}
+    # no task here is one of D4RL's: no D4RL-normalised table; every row uses the datasets' own references
+    assert report["d4rl"] is None and "D4RL" not in table_md and set(csv.normalisation) == {"dataset"}
     tex = (tmp_path / "out" / "table.tex").read_text()
     assert r"20.0 $\pm$ 5.8" in tex and r"\toprule" in tex and "lite/pendulum/medium-v0" in tex
 
@@ -122,6 +124,10 @@ def test_aggregates_equal_rliable(results, tmp_path, monkeypatch):
     metrics = pytest.importorskip("rliable.metrics")
     rly = pytest.importorskip("rliable.library")
     monkeypatch.setattr(report_module, "_rng", lambda seed, *labels: np.random.RandomState(seed))
+    # the aggregates draw from stats.make_rng(seed) (shared with the leaderboard): a RandomState too
+    make_rng = stats.make_rng
+    monkeypatch.setattr(stats, "make_rng", lambda rng=0: make_rng(
+        np.random.RandomState(rng) if isinstance(rng, int) else rng))
     report = write_report(results, tmp_path / "out", reps=200, seed=11, figures=False)
     assert report["aggregate_datasets"] == [MEDIUM, EXPERT]
     state = np.random.get_state()

@@ -8,11 +8,20 @@ per-suite mean and IQM rows), the best-over-training table as a labelled optimis
 ``aggregates.csv`` and ``probability_of_improvement.csv`` (rliable statistics,
 ``offbench.evaluation.stats``), PNG figures, ``report.json`` (every number shown) and a README.
 
+Scores are normalised with each dataset's own reference returns (its card's random and expert
+returns). Where a dataset's task is one of D4RL's (``offbench.evaluation.literature``), the
+report adds a second, labelled table of the same headline scores normalised with D4RL's
+reference returns, for comparison with papers (``report.json``'s ``d4rl``; rows marked ``d4rl``
+in ``table.csv``); it is never the headline.
+
 Runs that failed or did not reach their final step are listed, never silently averaged: a
 dataset enters the aggregates only when every aggregated algorithm finished it on every seed of
 the protocol (rliable's statistics need the same tasks and runs), and the report names what was
-dropped. Every bootstrap draws from its own generator seeded by ``(seed, what it is for)``, so
-numbers are reproducible and do not change when another algorithm is added.
+dropped. Every bootstrap draws from its own generator, so numbers are reproducible and do not
+change when another algorithm is added: a cell, curve, profile or pair from one seeded by
+``(seed, what it is for)``; an aggregate (IQM, mean, median, optimality gap) from
+``stats.aggregate_estimates`` seeded by ``seed`` alone, as the leaderboard does, so the same scores
+give the same aggregate intervals in the report and on the board.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ from typing import Any
 
 from offbench.errors import OffbenchError
 from offbench.evaluation.colors import assign_colors
+from offbench.evaluation.literature import D4RL_SOURCE, D4RL_TITLE, d4rl_reference
 
 FIGURES = {"learning_curves": "learning_curves.png", "aggregate_metrics": "aggregate_metrics.png",
            "performance_profiles": "performance_profiles.png",
@@ -144,12 +154,12 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                         score=unit) for unit in ("normalized_score", "return_mean")]
     scores = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
 
-    def cells_for(column: str) -> dict:
+    def cells_for(frame, column: str, cell_datasets: list[str]) -> dict:
         cells: dict[str, dict[str, Any]] = {}
-        for dataset in datasets:
+        for dataset in cell_datasets:
             cells[dataset] = {}
             for algorithm in algorithms:
-                sub = scores[(scores.algorithm == algorithm) & (scores.dataset == dataset)].sort_values("seed")
+                sub = frame[(frame.algorithm == algorithm) & (frame.dataset == dataset)].sort_values("seed")
                 if sub.empty:
                     cells[dataset][algorithm] = None
                     continue
@@ -164,7 +174,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                     "seeds": [int(s) for s in sub["seed"]], "scores": [float(v) for v in values]}
         return cells
 
-    cells = {"headline": cells_for("score"), "best": cells_for("best")}
+    cells = {"headline": cells_for(scores, "score", datasets), "best": cells_for(scores, "best", datasets)}
 
     # -- which datasets can be aggregated: normalised, and finished on every protocol seed by every
     #    aggregated algorithm (algorithms with no complete dataset at all are left out instead)
@@ -192,28 +202,44 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         notes.append("no aggregate statistics: no dataset is complete for the algorithms")
         aggregate_datasets = []
 
-    suites = list(dict.fromkeys(_suite_of(d, default_suite) for d in aggregate_datasets))
-    groups = {s: [d for d in aggregate_datasets if _suite_of(d, default_suite) == s] for s in suites}
-    if len(suites) > 1:
-        groups["all"] = list(aggregate_datasets)
+    groups = _suite_groups(aggregate_datasets, default_suite)
 
     # rliable's [runs (seeds), tasks (datasets)] matrices, restricted to the protocol's seeds
     run_table = scores[scores.seed.isin(seeds)]
 
-    def aggregates_for(column: str) -> dict:
-        frame = run_table.drop(columns=["score"]).rename(columns={"best": "score"}) if column == "best" else run_table
+    def aggregates_for(frame, frame_groups: dict[str, list[str]]) -> dict:
+        """``{group: {algorithm: {metric: estimate}}}`` of ``frame``'s ``score`` column."""
         out = {}
-        for group, group_datasets in groups.items():
+        for group, group_datasets in frame_groups.items():
             out[group] = {}
             for algorithm in aggregated_algorithms:
-                matrix = score_matrix(frame, algorithm, group_datasets)
-                est = stats.interval_estimates({algorithm: matrix}, reps=reps,
-                                               rng=_rng(seed, "aggregate", column, group, algorithm))[algorithm]
+                est = stats.aggregate_estimates(score_matrix(frame, algorithm, group_datasets), reps=reps, seed=seed)
                 out[group][algorithm] = {m: e.to_dict() for m, e in est.items()}
         return out
 
-    aggregates = {"headline": aggregates_for("score"), "best": aggregates_for("best")} if aggregate_datasets else \
-        {"headline": {}, "best": {}}
+    aggregates = {"headline": aggregates_for(run_table, groups),
+                  "best": aggregates_for(run_table.drop(columns=["score"]).rename(columns={"best": "score"}), groups)}
+
+    # -- the same headline scores on D4RL's scale, for the datasets whose task D4RL has. The
+    #    normalisation is linear in the return, so a run's D4RL score follows from its evaluations'
+    #    mean returns by the same headline rule.
+    references = {d: ref for d in datasets if (ref := d4rl_reference(d)) is not None}
+    d4rl = None
+    if references:
+        d4rl_rows = done[done["dataset"].isin(list(references))].copy()
+        d4rl_rows["d4rl_score"] = [references[d].normalise(r)
+                                   for d, r in zip(d4rl_rows["dataset"], d4rl_rows["return_mean"])]
+        d4rl_scores = run_scores(d4rl_rows, protocol.headline, score="d4rl_score")
+        d4rl_datasets = [d for d in datasets if d in references]
+        d4rl_aggregate = [d for d in aggregate_datasets if d in references]
+        d4rl_groups = _suite_groups(d4rl_aggregate, default_suite)
+        d4rl = {"label": D4RL_TITLE, "source": D4RL_SOURCE, "datasets": d4rl_datasets,
+                "references": {d: _reference_record(d, references[d]) for d in d4rl_datasets},
+                "behaviour": {d: _behaviour_score(d, (references[d].random, references[d].expert))
+                              for d in d4rl_datasets},
+                "cells": cells_for(d4rl_scores, "score", d4rl_datasets),
+                "aggregate_datasets": d4rl_aggregate, "aggregate_groups": d4rl_groups,
+                "aggregates": aggregates_for(d4rl_scores[d4rl_scores.seed.isin(seeds)], d4rl_groups)}
 
     score_dict = {a: score_matrix(run_table, a, aggregate_datasets) for a in aggregated_algorithms} \
         if aggregate_datasets else {}
@@ -276,11 +302,50 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "aggregate_groups": groups, "aggregates": aggregates,
         "optimality_gap_gamma": stats.DEFAULT_GAMMA,
         "probability_of_improvement": poi, "performance_profiles": profiles, "learning_curves": curves,
-        "missing_runs": missing, "notes": notes,
+        "missing_runs": missing, "notes": notes, "d4rl": d4rl,
     }
 
 
+def _suite_groups(datasets: list[str], default_suite: str) -> dict[str, list[str]]:
+    """The aggregate groups of ``datasets``: one per suite, plus ``all`` when there are several."""
+    suites = list(dict.fromkeys(_suite_of(d, default_suite) for d in datasets))
+    groups = {s: [d for d in datasets if _suite_of(d, default_suite) == s] for s in suites}
+    if len(suites) > 1:
+        groups["all"] = list(datasets)
+    return groups
+
+
+def _reference_record(dataset: str, ref) -> dict:
+    """D4RL's reference returns of a dataset's task next to the dataset's own (its card's)."""
+    from offbench.data.catalogue import get_card
+
+    try:
+        own = get_card(dataset).reference_scores or {}
+    except OffbenchError:
+        own = {}
+    return {"task": ref.task, "d4rl_env_id": ref.literature_env_id, "d4rl_random": ref.random,
+            "d4rl_expert": ref.expert, "dataset_random": own.get("random"), "dataset_expert": own.get("expert")}
+
+
 # ---------------------------------------------------------------------- text renderings
+OWN_NORMALISATION = ("Normalised score: 100 (return − random) / (expert − random), with the random and expert "
+                     "returns of the dataset's own card (`reference_scores`).")
+
+
+def _view(report: dict, kind: str) -> dict:
+    """One table of the report: ``headline`` or ``best`` (each dataset's own normalisation), or
+    ``d4rl`` (the headline scores on D4RL's scale): its datasets, cells, behaviour levels, units,
+    normalisation and aggregates."""
+    if kind == "d4rl":
+        d4rl = report["d4rl"]
+        return {"datasets": d4rl["datasets"], "cells": d4rl["cells"], "behaviour": d4rl["behaviour"],
+                "units": {d: "normalised score" for d in d4rl["datasets"]}, "normalisation": "d4rl",
+                "groups": d4rl["aggregate_groups"], "aggregates": d4rl["aggregates"]}
+    return {"datasets": report["datasets"], "cells": report["cells"][kind], "behaviour": report["behaviour"],
+            "units": report["units"], "normalisation": "dataset", "groups": report["aggregate_groups"],
+            "aggregates": report["aggregates"][kind]}
+
+
 def _header_lines(report: dict) -> list[str]:
     p, m = report["protocol"], report["manifest"]
     steps = p["steps"]
@@ -289,7 +354,7 @@ def _header_lines(report: dict) -> list[str]:
     wall = m.get("wall_time_seconds")
     boot = report["bootstrap"]
     lines = [f"Protocol `{p['name']}` (suite `{p['suite']}`). Headline score of a run: {p['headline']['describe']} "
-             "(normalised score unless marked); never the best over training.",
+             "(normalised with the dataset's own reference returns unless marked); never the best over training.",
              f"Seeds: {', '.join(str(s) for s in p['seeds'])} ({len(p['seeds'])} per dataset); gradient steps: "
              f"{common}{f' ({exceptions})' if exceptions else ''}; evaluation every {p['eval_every']} steps.",
              f"Git commit: {m.get('git_commit') or 'unknown'}; wall time: "
@@ -312,11 +377,11 @@ def _cell_text(cell: dict | None, seeds: int, *, interval: bool = True) -> str:
     return text
 
 
-def _aggregate_rows(report: dict, kind: str) -> list[tuple[str, dict]]:
+def _aggregate_rows(report: dict, view: dict) -> list[tuple[str, dict]]:
     """(label, {algorithm: estimate or None}) for the mean and IQM rows of every suite group."""
     rows = []
-    for group, group_datasets in report["aggregate_groups"].items():
-        per_algo = report["aggregates"][kind].get(group, {})
+    for group, group_datasets in view["groups"].items():
+        per_algo = view["aggregates"].get(group, {})
         for metric, label in (("mean", "Mean"), ("iqm", "IQM")):
             rows.append((f"{label} ({group}, {_count(len(group_datasets), 'dataset')})",
                          {a: per_algo.get(a, {}).get(metric) for a in report["algorithms"]}))
@@ -327,9 +392,10 @@ def _estimate_text(e: dict | None) -> str:
     return MISSING_CELL if e is None else f"{_fmt(e['value'])} [{_fmt(e['low'])}, {_fmt(e['high'])}]"
 
 
-def _behaviour_score(dataset_id: str) -> float | None:
-    """The dataset's own mean episode return, normalised (from its catalogue card): the level
-    behaviour cloning would reach, the reference point of the literature's findings."""
+def _behaviour_score(dataset_id: str, reference: tuple[float, float] | None = None) -> float | None:
+    """The dataset's own mean episode return (from its catalogue card), normalised with
+    ``reference = (random, expert)`` (default: the card's own): the level behaviour cloning would
+    reach, the reference point of the literature's findings."""
     from offbench.data.catalogue import get_card
 
     try:
@@ -337,68 +403,108 @@ def _behaviour_score(dataset_id: str) -> float | None:
     except OffbenchError:
         return None
     mean, ref = (card.returns or {}).get("mean"), card.reference_scores or {}
-    if mean is None or "random" not in ref or "expert" not in ref or ref["expert"] == ref["random"]:
+    if reference is None:
+        if "random" not in ref or "expert" not in ref:
+            return None
+        reference = (ref["random"], ref["expert"])
+    random, expert = reference
+    if mean is None or expert == random:
         return None
-    return round(100.0 * (float(mean) - ref["random"]) / (ref["expert"] - ref["random"]), 1)
+    return round(100.0 * (float(mean) - random) / (expert - random), 1)
 
 
-def _dataset_label(report: dict, dataset: str) -> str:
-    return dataset + (" (return)" if report["units"][dataset] != "normalised score" else "")
+def _dataset_label(view: dict, dataset: str) -> str:
+    return dataset + (" (return)" if view["units"][dataset] != "normalised score" else "")
 
 
-def _markdown_table(report: dict, kind: str) -> list[str]:
+def _markdown_table(report: dict, view: dict) -> list[str]:
     algos, seeds = report["algorithms"], len(report["protocol"]["seeds"])
-    behaviour = report.get("behaviour", {})
     lines = ["| dataset | data | " + " | ".join(algos) + " |", "|---|---|" + "---|" * len(algos)]
-    for dataset in report["datasets"]:
-        lines.append(f"| {_dataset_label(report, dataset)} | {_fmt(behaviour.get(dataset))} | "
-                     + " | ".join(_cell_text(report["cells"][kind][dataset][a], seeds) for a in algos) + " |")
-    for label, estimates in _aggregate_rows(report, kind):
+    for dataset in view["datasets"]:
+        lines.append(f"| {_dataset_label(view, dataset)} | {_fmt(view['behaviour'].get(dataset))} | "
+                     + " | ".join(_cell_text(view["cells"][dataset][a], seeds) for a in algos) + " |")
+    for label, estimates in _aggregate_rows(report, view):
         lines.append(f"| **{label}** | | " + " | ".join(_estimate_text(estimates[a]) for a in algos) + " |")
     return lines
+
+
+def _reference_value(x: float | None) -> str:
+    return MISSING_CELL if x is None else repr(float(x))
+
+
+def _d4rl_lines(report: dict) -> list[str]:
+    """The D4RL-normalised table with the reference returns it uses, next to the datasets' own."""
+    d4rl = report["d4rl"]
+    lines = [f"## {D4RL_TITLE}", "",
+             "The headline scores above, normalised with D4RL's reference returns instead of each dataset's own "
+             f"({d4rl['source']}); `data` is the dataset's mean episode return on the same scale. Not a headline: "
+             "offbench's tasks are Gymnasium's v5 MuJoCo tasks and its datasets its own, while D4RL measured these "
+             "returns on Gym's v2 tasks under mujoco-py, so these are scores on D4RL's scale, not on D4RL's "
+             "environments or datasets (docs/evaluation.md, \"Scores on D4RL's scale\").", "",
+             "| task | D4RL's random | D4RL's expert | measured on | the datasets' own random "
+             "| the datasets' own expert |",
+             "|---|---|---|---|---|---|"]
+    by_task: dict[str, list[dict]] = {}
+    for dataset in d4rl["datasets"]:
+        by_task.setdefault(d4rl["references"][dataset]["task"], []).append(d4rl["references"][dataset])
+    for task, records in by_task.items():
+        first = records[0]
+        own = [(_reference_value(r["dataset_random"]), _reference_value(r["dataset_expert"])) for r in records]
+        own_random, own_expert = own[0] if len(set(own)) == 1 else ("per dataset card", "per dataset card")
+        lines.append(f"| {task} | {_reference_value(first['d4rl_random'])} | {_reference_value(first['d4rl_expert'])} "
+                     f"| {first['d4rl_env_id']} | {own_random} | {own_expert} |")
+    return lines + [""] + _markdown_table(report, _view(report, "d4rl")) + [""]
 
 
 def render_table_md(report: dict) -> str:
     lines = [f"# Baseline table: protocol `{report['protocol']['name']}`", ""]
     lines += [f"{line}  " for line in _header_lines(report)] + [""]
-    lines += ["## Headline score", "",
-              "`data`: the dataset's own mean episode return, normalised (the behaviour level).", ""]
-    lines += _markdown_table(report, "headline") + [""]
+    lines += ["## Headline score (normalised with each dataset's own reference returns)", "",
+              f"{OWN_NORMALISATION} `data`: the dataset's own mean episode return, normalised (the behaviour level).",
+              ""]
+    lines += _markdown_table(report, _view(report, "headline")) + [""]
     if report["notes"]:
         lines += ["Notes:", ""] + [f"- {n}" for n in report["notes"]] + [""]
     if report["missing_runs"]:
         lines += [f"Missing or incomplete runs ({len(report['missing_runs'])}), left out of every number above:", ""]
         lines += [f"- {r['algorithm']} / {r['dataset']} / seed {r['seed']}: {r['reason']}"
                   for r in report["missing_runs"]] + [""]
+    if report["d4rl"]:
+        lines += _d4rl_lines(report)
     lines += ["## Secondary (optimistic): best evaluation over training", "",
               "Not a headline: the maximum over all evaluations of a run picks the luckiest evaluation and "
               "overstates performance (CORL: by up to 20 points).", ""]
-    lines += _markdown_table(report, "best") + [""]
+    lines += _markdown_table(report, _view(report, "best")) + [""]
     return "\n".join(lines)
 
 
-def _table_frame(report: dict, kind: str):
+def _table_frame(report: dict, *kinds: str):
+    """The CSV of the tables ``kinds`` one after the other; ``normalisation`` says whose reference
+    returns a row's scores use (``dataset``: the dataset's own, ``d4rl``: D4RL's; empty: raw return)."""
     import pandas as pd
 
     records = []
-    for dataset in report["datasets"]:
-        row: dict[str, Any] = {"row": "dataset", "dataset": dataset, "suite": report["suites"][dataset],
-                               "unit": report["units"][dataset]}
-        for a in report["algorithms"]:
-            cell = report["cells"][kind][dataset][a] or {}
-            for key in ("mean", "std", "stderr", "low", "high", "n"):
-                row[f"{a}_{'ci_' + key if key in ('low', 'high') else key}"] = cell.get(key)
-        records.append(row)
-    for group, group_datasets in report["aggregate_groups"].items():
-        for metric in ("mean", "iqm"):
-            row = {"row": metric, "dataset": f"{metric} over {_count(len(group_datasets), 'dataset')}", "suite": group,
-                   "unit": "normalised score"}
+    for view in (_view(report, kind) for kind in kinds):
+        for dataset in view["datasets"]:
+            unit = view["units"][dataset]
+            row: dict[str, Any] = {"row": "dataset", "dataset": dataset, "suite": report["suites"][dataset],
+                                   "unit": unit,
+                                   "normalisation": view["normalisation"] if unit == "normalised score" else None}
             for a in report["algorithms"]:
-                e = report["aggregates"][kind].get(group, {}).get(a, {}).get(metric) or {}
-                row.update({f"{a}_mean": e.get("value"), f"{a}_std": None, f"{a}_stderr": None,
-                            f"{a}_ci_low": e.get("low"), f"{a}_ci_high": e.get("high"),
-                            f"{a}_n": len(report["protocol"]["seeds"]) if e else None})
+                cell = view["cells"][dataset][a] or {}
+                for key in ("mean", "std", "stderr", "low", "high", "n"):
+                    row[f"{a}_{'ci_' + key if key in ('low', 'high') else key}"] = cell.get(key)
             records.append(row)
+        for group, group_datasets in view["groups"].items():
+            for metric in ("mean", "iqm"):
+                row = {"row": metric, "dataset": f"{metric} over {_count(len(group_datasets), 'dataset')}",
+                       "suite": group, "unit": "normalised score", "normalisation": view["normalisation"]}
+                for a in report["algorithms"]:
+                    e = view["aggregates"].get(group, {}).get(a, {}).get(metric) or {}
+                    row.update({f"{a}_mean": e.get("value"), f"{a}_std": None, f"{a}_stderr": None,
+                                f"{a}_ci_low": e.get("low"), f"{a}_ci_high": e.get("high"),
+                                f"{a}_n": len(report["protocol"]["seeds"]) if e else None})
+                records.append(row)
     frame = pd.DataFrame.from_records(records)
     for a in report["algorithms"]:
         frame[f"{a}_n"] = frame[f"{a}_n"].astype("Int64")
@@ -418,17 +524,17 @@ def render_table_tex(report: dict) -> str:
     out = [f"% offbench report: {line}" for line in _header_lines(report)]
 
     def tabular(kind: str, caption: str) -> list[str]:
+        view = _view(report, kind)
         lines = [r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{_tex_escape(caption)}}}",
                  r"\begin{tabular}{l" + "c" * len(algos) + "}", r"\toprule",
                  "Dataset & " + " & ".join(_tex_escape(a) for a in algos) + r" \\", r"\midrule"]
-        for dataset in report["datasets"]:
+        for dataset in view["datasets"]:
             cells = []
             for a in algos:
-                cell = report["cells"][kind][dataset][a]
-                text = _cell_text(cell, seeds, interval=False).replace(" ± ", r" $\pm$ ")
+                text = _cell_text(view["cells"][dataset][a], seeds, interval=False).replace(" ± ", r" $\pm$ ")
                 cells.append(text.replace(MISSING_CELL, "--"))
-            lines.append(f"{_tex_escape(_dataset_label(report, dataset))} & " + " & ".join(cells) + r" \\")
-        agg = _aggregate_rows(report, kind)
+            lines.append(f"{_tex_escape(_dataset_label(view, dataset))} & " + " & ".join(cells) + r" \\")
+        agg = _aggregate_rows(report, view)
         if agg:
             lines.append(r"\midrule")
         for label, estimates in agg:
@@ -436,8 +542,12 @@ def render_table_tex(report: dict) -> str:
                          + " & ".join(_estimate_text(estimates[a]).replace(MISSING_CELL, "--") for a in algos) + r" \\")
         return lines + [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
 
-    out += tabular("headline", f"Protocol {p['name']}: {p['headline']['describe']} (mean $\\pm$ standard error over "
-                   f"{seeds} seeds; aggregates with 95% bootstrap intervals).".replace("$\\pm$", "+/-"))
+    out += tabular("headline", f"Protocol {p['name']}: {p['headline']['describe']} (mean +/- standard error over "
+                   f"{seeds} seeds; aggregates with 95% bootstrap intervals), normalised with each dataset's own "
+                   "reference returns.")
+    if report["d4rl"]:
+        out += tabular("d4rl", f"Protocol {p['name']}, {D4RL_TITLE}: the same runs on D4RL's scale (not a headline; "
+                       "Gymnasium v5 tasks and offbench's own datasets, not D4RL's).")
     out += tabular("best", f"Protocol {p['name']}, secondary and optimistic: best evaluation over training "
                    "(not a headline).")
     return "\n".join(out)
@@ -446,17 +556,35 @@ def render_table_tex(report: dict) -> str:
 def _aggregates_frame(report: dict):
     import pandas as pd
 
+    kinds = [("headline", "headline"), ("best", "best_over_training (optimistic)")]
+    if report["d4rl"]:
+        kinds.append(("d4rl", "headline, D4RL-normalised"))
     records = []
-    for kind, label in (("headline", "headline"), ("best", "best_over_training (optimistic)")):
-        for group, per_algo in report["aggregates"][kind].items():
+    for kind, label in kinds:
+        view = _view(report, kind)
+        for group, per_algo in view["aggregates"].items():
             for algorithm, metrics in per_algo.items():
                 for metric, e in metrics.items():
                     records.append({"score": label, "suite": group, "algorithm": algorithm, "metric": metric,
                                     "value": e["value"], "ci_low": e["low"], "ci_high": e["high"],
-                                    "datasets": len(report["aggregate_groups"][group]),
+                                    "datasets": len(view["groups"][group]),
                                     "seeds": len(report["protocol"]["seeds"])})
     return pd.DataFrame.from_records(records, columns=["score", "suite", "algorithm", "metric", "value", "ci_low",
                                                        "ci_high", "datasets", "seeds"])
+
+
+def _aggregate_metrics_lines(report: dict, kind: str, title: str) -> list[str]:
+    """The README's table of every aggregate metric with its interval, per suite group and algorithm."""
+    aggregates = _view(report, kind)["aggregates"]
+    if not aggregates:
+        return []
+    lines = ["", f"## {title}", "", "| suite | algorithm | IQM | mean | median | optimality gap |",
+             "|---|---|---|---|---|---|"]
+    for group, per_algo in aggregates.items():
+        for algorithm, m in per_algo.items():
+            lines.append(f"| {group} | {algorithm} | " + " | ".join(
+                _estimate_text(m[k]) for k in ("iqm", "mean", "median", "optimality_gap")) + " |")
+    return lines
 
 
 def render_readme(report: dict, table_md: str, figures: dict[str, str]) -> str:
@@ -464,19 +592,17 @@ def render_readme(report: dict, table_md: str, figures: dict[str, str]) -> str:
              "Generated by `offbench report` from the results directory (see docs/evaluation.md). Every number "
              "below is also in `report.json`; tables in `table.md`, `table.csv` (secondary: "
              "`table_best_over_training.csv`) and `table.tex`; statistics in `aggregates.csv` and "
-             "`probability_of_improvement.csv`.", ""]
+             "`probability_of_improvement.csv`."
+             + (" The D4RL-normalised table is `report.json`'s `d4rl` and the `table.csv` rows whose normalisation "
+                "is `d4rl`." if report["d4rl"] else ""), ""]
     lines += [line.replace("# Baseline table", "## Baseline table", 1) if line.startswith("# ") else
               (line.replace("## ", "### ", 1) if line.startswith("## ") else line) for line in table_md.splitlines()]
-    headline = report["aggregates"]["headline"]
-    if headline:
-        lines += ["", "## Aggregate metrics (headline score)", "",
-                  "| suite | algorithm | IQM | mean | median | optimality gap |", "|---|---|---|---|---|---|"]
-        for group, per_algo in headline.items():
-            for algorithm, m in per_algo.items():
-                lines.append(f"| {group} | {algorithm} | " + " | ".join(
-                    _estimate_text(m[k]) for k in ("iqm", "mean", "median", "optimality_gap")) + " |")
+    lines += _aggregate_metrics_lines(report, "headline", "Aggregate metrics (headline score)")
+    if report["aggregates"]["headline"]:
         lines += ["", f"Optimality gap with gamma = {report['optimality_gap_gamma']:g}; median = median over datasets "
                   "of the per-dataset mean (rliable's definition)."]
+    if report["d4rl"]:
+        lines += _aggregate_metrics_lines(report, "d4rl", f"Aggregate metrics ({D4RL_TITLE})")
     if report["probability_of_improvement"]:
         lines += ["", "## Probability of improvement P(X > Y)", "", "| X | Y | P(X > Y) |", "|---|---|---|"]
         lines += [f"| {r['algorithm_x']} | {r['algorithm_y']} | {r['probability']:.2f} "
@@ -611,7 +737,8 @@ def write_report(results_dir: str | Path, out_dir: str | Path | None = None, *, 
     poi = pd.DataFrame.from_records(report["probability_of_improvement"],
                                     columns=["algorithm_x", "algorithm_y", "probability", "low", "high"])
     files: dict[str, str | bytes] = {
-        "table.md": table_md, "table.csv": _table_frame(report, "headline").to_csv(index=False),
+        "table.md": table_md,
+        "table.csv": _table_frame(report, "headline", *(["d4rl"] if report["d4rl"] else [])).to_csv(index=False),
         "table_best_over_training.csv": _table_frame(report, "best").to_csv(index=False),
         "table.tex": render_table_tex(report), "aggregates.csv": _aggregates_frame(report).to_csv(index=False),
         "probability_of_improvement.csv": poi.rename(columns={"low": "ci_low", "high": "ci_high"}).to_csv(index=False),

@@ -39,6 +39,7 @@ import numpy as np
 DEFAULT_REPS = 2000
 DEFAULT_GAMMA = 100.0
 DEFAULT_SIZE = 0.95
+DEFAULT_SEED = 0  # the bootstrap seed of `offbench report` and of the leaderboard
 METRICS = ("iqm", "mean", "median", "optimality_gap")
 METRIC_LABELS = {"iqm": "IQM", "mean": "Mean", "median": "Median", "optimality_gap": "Optimality gap"}
 
@@ -191,6 +192,21 @@ def interval_estimates(score_dict: Mapping[str, np.ndarray], metrics: Sequence[s
         points = point_metrics(scores, metrics, gamma)
         out[name] = {m: Estimate(points[m], float(low[k]), float(high[k])) for k, m in enumerate(metrics)}
     return out
+
+
+def aggregate_estimates(scores, metrics: Sequence[str] = METRICS, *, reps: int = DEFAULT_REPS,
+                        seed: RngLike = DEFAULT_SEED, size: float = DEFAULT_SIZE,
+                        gamma: float = DEFAULT_GAMMA) -> dict[str, Estimate]:
+    """``{metric: Estimate}`` of one ``[runs, tasks]`` score matrix, its bootstrap drawn from a
+    generator made from ``seed`` alone (``make_rng(seed)``), never from a label.
+
+    ``offbench report`` and the leaderboard both compute their aggregates here, so the same
+    scores with the same ``reps`` and ``seed`` give the same intervals in both, and an
+    algorithm's interval does not depend on the other algorithms. The resamples do not depend on
+    ``metrics`` either: asking for ``["iqm"]`` gives the IQM interval of asking for all four.
+    """
+    return interval_estimates({"scores": scores}, metrics, reps=reps, rng=make_rng(seed), size=size,
+                              gamma=gamma)["scores"]
 
 
 def task_mean_intervals(scores: np.ndarray, *, reps: int = DEFAULT_REPS, rng: RngLike = 0,

@@ -1,12 +1,18 @@
 """Every number on the board, recomputed from an entry's raw per-episode returns.
 
-A run's evaluation score is the mean D4RL-normalised return (catalogue reference scores) of its
-episodes, or the mean raw return for a task without reference scores; its headline is the
+A run's evaluation score is the mean normalised return of its episodes,
+100 (return - random) / (expert - random) with the dataset's own reference returns (its card's
+``reference_scores``), or the mean raw return for a dataset without them; its headline is the
 protocol's rule (``offbench.protocol.headline_score``). A suite's aggregate is the IQM over
 (seed, dataset) headline scores of the normalised datasets, with a stratified-bootstrap 95%
-percentile interval (seeds resampled within each dataset, fixed seed, so builds are reproducible),
-both from ``offbench.evaluation.stats``.
-Submitted aggregates are never read.
+percentile interval (seeds resampled within each dataset), from
+``offbench.evaluation.stats.aggregate_estimates`` with the seed and replicates of
+``offbench report``'s default, so the board and the report give the same interval for the same
+scores.
+
+Datasets whose task D4RL also has (``offbench.evaluation.literature``) are scored a second time
+with D4RL's reference returns instead (``EntryScores.d4rl``), for comparison with papers; the
+ranking uses the dataset's own normalisation. Submitted aggregates are never read.
 """
 from __future__ import annotations
 
@@ -16,14 +22,17 @@ from typing import Any
 
 import numpy as np
 
-BOOTSTRAP_REPS = 2000
-BOOTSTRAP_SEED = 0
-CONFIDENCE = 0.95
+from offbench.evaluation.stats import DEFAULT_REPS, DEFAULT_SEED, DEFAULT_SIZE
+
+BOOTSTRAP_REPS = DEFAULT_REPS
+BOOTSTRAP_SEED = DEFAULT_SEED
+CONFIDENCE = DEFAULT_SIZE
 # The re-run check of ``verify`` widens the entry's seed range by this many headline standard errors.
 VERIFY_STDERR_MULTIPLE = 2.0
 
 
 def reference(card) -> tuple[float, float] | None:
+    """The dataset's own ``(random, expert)`` returns from its card, or None where it has none."""
     ref = card.reference_scores or {}
     if ref.get("random") is None or ref.get("expert") is None or float(ref["expert"]) == float(ref["random"]):
         return None
@@ -31,8 +40,13 @@ def reference(card) -> tuple[float, float] | None:
 
 
 def episode_scores(returns: list[float], card) -> list[float]:
-    """Per-episode normalised scores (100 (r - random) / (expert - random)), or raw returns."""
-    ref = reference(card)
+    """Per-episode scores normalised with the card's reference returns, or raw returns."""
+    return normalise(returns, reference(card))
+
+
+def normalise(returns: list[float], ref: tuple[float, float] | None) -> list[float]:
+    """100 (r - random) / (expert - random) for each return r with ``ref = (random, expert)``;
+    the raw returns where ``ref`` is None."""
     if ref is None:
         return [float(r) for r in returns]
     lo, hi = ref
@@ -49,12 +63,18 @@ def _mean_stderr(values: list[float]) -> tuple[float, float]:
 
 
 def run_headline(evaluations: list[dict], card, headline) -> tuple[float, float]:
-    """``(headline score, its standard error)`` of one run; the standard error is that of the mean
-    of the headline evaluations' means (independent episodes)."""
+    """``(headline score, its standard error)`` of one run, normalised with the card's reference
+    returns; the standard error is that of the mean of the headline evaluations' means
+    (independent episodes)."""
+    return reference_headline(evaluations, reference(card), headline)
+
+
+def reference_headline(evaluations: list[dict], ref: tuple[float, float] | None, headline) -> tuple[float, float]:
+    """``run_headline`` with the reference returns ``ref = (random, expert)`` given (None: raw)."""
     from offbench.protocol import headline_score
 
     ordered = sorted(evaluations, key=lambda ev: ev["step"])
-    stats = [_mean_stderr(episode_scores(ev["returns"], card)) for ev in ordered]
+    stats = [_mean_stderr(normalise(ev["returns"], ref)) for ev in ordered]
     score = headline_score([m for m, _ in stats], headline)
     used = stats[-1:] if headline.kind == "last" else stats[-headline.n:]
     stderr = math.sqrt(sum(se * se for _, se in used)) / len(used)
@@ -86,6 +106,18 @@ class DatasetScores:
 
 
 @dataclass
+class D4RLScores:
+    """An entry's headline scores normalised with D4RL's reference returns instead of the
+    datasets' own (``offbench.evaluation.literature``), for comparison with papers: the datasets
+    whose task D4RL has, aggregated as the entry's own scores are. Never used for ranking."""
+
+    datasets: dict[str, DatasetScores]
+    iqm: float
+    ci: tuple[float, float]
+    mean: float
+
+
+@dataclass
 class EntryScores:
     name: str
     suite: str
@@ -96,38 +128,52 @@ class EntryScores:
     ci: tuple[float, float] | None = None
     mean: float | None = None
     runs: int = 0
+    d4rl: D4RLScores | None = None  # None where no dataset's task has D4RL reference returns
 
 
 def score_entry(entry: dict[str, Any], protocol) -> EntryScores:
     """Recompute an (already validated) entry's per-dataset and aggregate scores."""
     from offbench.data.catalogue import get_card
+    from offbench.evaluation.literature import d4rl_reference
 
     result = EntryScores(name=entry["name"], suite=entry["suite"], protocol=protocol.name,
                          headline=protocol.headline.describe(), runs=len(entry["runs"]))
+    d4rl: dict[str, DatasetScores] = {}
     for dataset in protocol.datasets:
         card = get_card(dataset)
         runs = sorted((r for r in entry["runs"] if r["dataset"] == dataset), key=lambda r: r["seed"])
+        seeds = [r["seed"] for r in runs]
         pairs = [run_headline(r["evaluations"], card, protocol.headline) for r in runs]
         finals = [max(r["evaluations"], key=lambda ev: ev["step"]) for r in runs]
         rates = [ev.get("success_rate") if ev.get("success_rate") is not None else
                  (sum(ev["success"]) / len(ev["success"]) if ev.get("success") else None) for ev in finals]
         rates = [r for r in rates if r is not None]
         result.datasets[dataset] = DatasetScores(
-            dataset=dataset, normalized=reference(card) is not None, seeds=[r["seed"] for r in runs],
+            dataset=dataset, normalized=reference(card) is not None, seeds=seeds,
             scores=[p[0] for p in pairs], stderrs=[p[1] for p in pairs],
             final_success=sum(rates) / len(rates) if len(rates) == len(runs) and rates else None)
+        ref = d4rl_reference(dataset)
+        if ref is not None:
+            pairs = [reference_headline(r["evaluations"], (ref.random, ref.expert), protocol.headline) for r in runs]
+            d4rl[dataset] = DatasetScores(dataset=dataset, normalized=True, seeds=seeds,
+                                          scores=[p[0] for p in pairs], stderrs=[p[1] for p in pairs])
     normalized = [d for d in result.datasets.values() if d.normalized]
     if normalized:
-        matrix = np.array([d.scores for d in normalized], dtype=float).T  # [seeds, datasets]
-        result.iqm = iqm(matrix)
-        result.ci = bootstrap_ci(matrix)
-        result.mean = float(matrix.mean())
+        result.iqm, result.ci, result.mean = aggregate(normalized)
+    if d4rl:
+        result.d4rl = D4RLScores(d4rl, *aggregate(list(d4rl.values())))
     return result
 
 
 # ---------------------------------------------------------------------- statistics
 # The package's rliable-equivalent statistics (offbench.evaluation.stats), with a fixed seed per
 # entry so an entry's interval does not depend on which other entries are on the board.
+def aggregate(datasets: list[DatasetScores]) -> tuple[float, tuple[float, float], float]:
+    """``(IQM, its 95% interval, mean)`` over the (seed, dataset) headline scores of ``datasets``."""
+    matrix = np.array([d.scores for d in datasets], dtype=float).T  # [seeds, datasets]
+    return iqm(matrix), bootstrap_ci(matrix), float(matrix.mean())
+
+
 def iqm(matrix) -> float:
     """Interquartile mean over every (run, task) score (25% trimmed from each end; rliable's IQM)."""
     from offbench.evaluation.stats import aggregate_iqm
@@ -137,9 +183,10 @@ def iqm(matrix) -> float:
 
 def bootstrap_ci(matrix, *, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED,
                  confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Stratified-bootstrap percentile interval of the IQM (runs resampled within each task)."""
-    from offbench.evaluation.stats import interval_estimates
+    """Stratified-bootstrap percentile interval of the IQM (runs resampled within each task),
+    drawn as ``offbench report`` draws its aggregate intervals (``stats.aggregate_estimates``)."""
+    from offbench.evaluation.stats import aggregate_estimates
 
-    estimate = interval_estimates({"entry": np.asarray(matrix, dtype=float)}, ["iqm"], reps=reps, rng=seed,
-                                  size=confidence)["entry"]["iqm"]
+    estimate = aggregate_estimates(np.asarray(matrix, dtype=float), ["iqm"], reps=reps, seed=seed,
+                                   size=confidence)["iqm"]
     return estimate.low, estimate.high
