@@ -3,7 +3,10 @@
 A checkpoint is ``NAME.safetensors`` (module parameters and buffers, optimiser moments,
 torch generator states) plus ``NAME.json`` (optimiser hyperparameters, counters, numpy RNG
 states, config). Both are written to temporary files and renamed, JSON last, so the JSON
-marks a complete checkpoint. Loading never executes code from the file.
+marks a complete checkpoint. The JSON is also stored in the safetensors header, and loading
+uses that copy: a process killed between the two renames leaves a JSON one checkpoint behind
+its tensors, and the tensors must never be resumed with another checkpoint's counters (such as
+the step). Loading never executes code from the file.
 """
 from __future__ import annotations
 
@@ -13,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from offbench.errors import OffbenchError
+
+META_KEY = "offbench_checkpoint"  # the safetensors header entry holding the checkpoint's JSON
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -51,11 +57,12 @@ def save_checkpoint(path_stem: str | os.PathLike, *, modules=None, optimizers=No
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     tensors, meta = flatten_state(modules, optimizers, generators)
+    meta_text = json.dumps({**meta, **(extra or {})}, indent=2, sort_keys=True)
     tmp = stem.with_name(f".{stem.name}.safetensors.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp))
+    save_file(tensors, str(tmp), metadata={META_KEY: meta_text})
     os.replace(tmp, stem.with_suffix(".safetensors"))
     json_path = stem.with_suffix(".json")
-    _atomic_write_text(json_path, json.dumps({**meta, **(extra or {})}, indent=2, sort_keys=True))
+    _atomic_write_text(json_path, meta_text)
     return json_path
 
 
@@ -64,8 +71,12 @@ def load_checkpoint(path_stem: str | os.PathLike, *, modules=None, optimizers=No
     stem = Path(path_stem)
     try:
         meta = json.loads(stem.with_suffix(".json").read_text())
-        tensors = load_file(str(stem.with_suffix(".safetensors")))
-    except (OSError, ValueError) as exc:
+        with safe_open(str(stem.with_suffix(".safetensors")), framework="pt") as f:
+            embedded = (f.metadata() or {}).get(META_KEY)
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        if embedded is not None:  # the tensors' own counters (see the module docstring)
+            meta = json.loads(embedded)
+    except (OSError, ValueError, SafetensorError) as exc:
         raise OffbenchError(f"{stem}: cannot read checkpoint ({exc}); it is missing or corrupt") from None
     for name, module in (modules or {}).items():
         prefix = f"module/{name}/"

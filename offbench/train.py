@@ -10,18 +10,31 @@ and ETA. Run directory::
     evaluations.jsonl    one row per evaluation: step, returns (raw), normalised scores, success
     checkpoint.safetensors / checkpoint.json   latest full state (the JSON is written last)
     summary.json         headline score (last evaluation) and a labelled best-over-training
+
+Interrupts lose no work: the first Ctrl-C (SIGINT), or a ``should_stop`` callback returning
+True, stops the loop at the end of the current step, writes a checkpoint there and raises
+:class:`TrainingInterrupted` (a ``KeyboardInterrupt``, so the CLI exits 130); running the same
+command again resumes from that step. A second Ctrl-C stops at once, from the last checkpoint
+(see :func:`interrupt_requests`).
+On resume, rows of ``metrics.jsonl`` and ``evaluations.jsonl`` past the checkpoint (or every
+row, without one) are dropped, so a row is never written twice.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from offbench.atomic import write_atomic
 from offbench.checkpoint import load_checkpoint, save_checkpoint
 from offbench.cpu import configure_training_process
 from offbench.data.dataset import Dataset
@@ -44,18 +57,68 @@ class TrainConfig:
     tensorboard: bool = False
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on request (Ctrl-C or ``should_stop``) after writing a checkpoint at ``step``."""
+
+    def __init__(self, step: int, out: Path):
+        super().__init__(f"interrupted at step {step}; checkpoint written to {out}")
+        self.step = step
+        self.out = out
+
+
+DUPLICATE_SIGINT_SECONDS = 0.5
+
+
+@contextmanager
+def interrupt_requests():
+    """Make SIGINT (Ctrl-C) a request to stop cleanly, polled through the yielded callable.
+
+    The first SIGINT only sets the request, so the caller stops where its state is consistent
+    (``fit``: at the end of a training step, after writing a checkpoint). Another SIGINT within
+    ``DUPLICATE_SIGINT_SECONDS`` is the same interrupt delivered twice (``timeout -s INT`` signals
+    the process, then its whole process group) and is ignored; a later one raises
+    ``KeyboardInterrupt`` at once. Installed only in the main thread and only over Python's default
+    handler; elsewhere (an ``offbench reproduce`` worker ignores SIGINT, or a caller already turned
+    it into a request) the yielded callable is always False and nothing changes.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield lambda: False
+        return
+    first: list[float] = []  # when the first SIGINT came
+
+    def handler(signum, frame):
+        now = time.monotonic()
+        if not first:
+            first.append(now)  # nothing printed here: the handler may interrupt a write to stderr
+        elif now - first[0] > DUPLICATE_SIGINT_SECONDS:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(first)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _append_jsonl(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
 def _truncate_jsonl(path: Path, upto_step: int) -> None:
-    """Drop rows written after the checkpoint we resume from (they will be written again)."""
-    if path.exists():
-        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= upto_step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(r + "\n" for r in rows))
-        os.replace(tmp, path)
+    """Keep the rows up to ``upto_step``, the step we resume from (later ones will be written again);
+    a line cut short by a kill is dropped too."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= upto_step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    write_atomic(path, "".join(kept))
 
 
 def evaluate(algorithm, dataset: Dataset, episodes: int, seed: int) -> dict:
@@ -76,8 +139,13 @@ def evaluate(algorithm, dataset: Dataset, episodes: int, seed: int) -> dict:
 
 
 def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike, *, progress: bool = True,
-        on_step: Callable[[int], None] | None = None, run_info: dict | None = None) -> dict:
-    """Train ``algorithm`` on ``dataset``; resume from ``out`` if it holds a checkpoint. Returns the summary."""
+        on_step: Callable[[int], None] | None = None, run_info: dict | None = None,
+        should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train ``algorithm`` on ``dataset``; resume from ``out`` if it holds a checkpoint. Returns the summary.
+
+    ``on_step(step)`` is called after every step. If Ctrl-C is pressed or ``should_stop()`` returns
+    True, a checkpoint is written at the end of the current step and :class:`TrainingInterrupted`
+    is raised (see the module docstring)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -101,68 +169,89 @@ def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike
     from offbench.online import git_commit
 
     resolved.update(library_versions=library_versions(), git_commit=git_commit())
-    config_path.write_text(json.dumps(_jsonable(resolved), indent=2))
+    write_atomic(config_path, json.dumps(_jsonable(resolved), indent=2))
 
     data = algorithm.prepare(dataset)
     sampler = algorithm.make_sampler(data, config.batch_size, config.seed)
     generators = {"algorithm": algorithm.generator, "sampler": sampler.generator,
                   "torch_global": torch.default_generator}
-    step = 0
+    # The metrics of the current ``log_every`` window (sums, steps, seconds) are part of the
+    # checkpoint, so a run stopped between two log rows writes the same rows as one that was not.
+    step, sums, count, interval_start = 0, {}, 0, time.perf_counter()
     if (out / "checkpoint.json").exists():
         meta = load_checkpoint(out / "checkpoint", modules={"algorithm": algorithm},
                                optimizers=algorithm.optimizers(), generators=generators)
         step = meta["step"]
-        _truncate_jsonl(out / "metrics.jsonl", step)
-        _truncate_jsonl(out / "evaluations.jsonl", step)
+        window = meta.get("metrics_window", {})
+        sums = {k: (float(total), int(n)) for k, (total, n) in window.get("sums", {}).items()}
+        count = int(window.get("steps", 0))
+        interval_start -= float(window.get("seconds", 0.0))
+    # Rows past the checkpoint (all rows, without one) are written again below.
+    _truncate_jsonl(out / "metrics.jsonl", step)
+    _truncate_jsonl(out / "evaluations.jsonl", step)
     writer = _tensorboard(out) if config.tensorboard else None
 
     def checkpoint():
+        window = {"sums": {k: [total, n] for k, (total, n) in sums.items()}, "steps": count,
+                  "seconds": time.perf_counter() - interval_start}
         save_checkpoint(out / "checkpoint", modules={"algorithm": algorithm}, optimizers=algorithm.optimizers(),
-                        generators=generators, extra={"step": step})
+                        generators=generators, extra={"step": step, "metrics_window": window})
 
-    sums: dict[str, tuple[float, int]] = {}
-    count, interval_start = 0, time.perf_counter()
     bar = tqdm(total=config.steps, initial=step, unit="step", disable=not progress, smoothing=0.05,
                desc=type(algorithm).__name__)
+    checkpointed = step
     algorithm.train()
-    try:
-        while step < config.steps:
-            metrics = algorithm.update(sampler.sample())
-            step += 1
-            for key, value in metrics.items():  # a metric some steps skip is averaged over its own steps
-                total, n = sums.get(key, (0.0, 0))
-                sums[key] = (total + float(value), n + 1)
-            count += 1
-            if step % config.log_every == 0 or step == config.steps:
-                now = time.perf_counter()
-                row = {"step": step, **{k: total / n for k, (total, n) in sums.items()},
-                       "steps_per_second": count / max(now - interval_start, 1e-9)}
-                _append_jsonl(out / "metrics.jsonl", row)
-                if writer:
-                    for k, v in row.items():
-                        if k != "step":
-                            writer.add_scalar(f"train/{k}", v, step)
-                sums, count, interval_start = {}, 0, now
-            if step % config.eval_every == 0 or step == config.steps:
-                episodes = config.final_eval_episodes if step == config.steps else config.eval_episodes
-                seed = config.seed * 1_000_003 + 50_000_000 + (step // config.eval_every) * episodes
-                row = {"step": step, "episodes": episodes, "seed": seed,
-                       **evaluate(algorithm, dataset, episodes, seed)}
-                _append_jsonl(out / "evaluations.jsonl", row)
-                if writer:
-                    writer.add_scalar("eval/return_mean", row["return_mean"], step)
-                bar.set_postfix(score=round(row.get("normalized_score", row["return_mean"]), 1))
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoint()
-            bar.update(1)
-            if on_step:
-                on_step(step)
-    finally:
-        bar.close()
-        if writer:
-            writer.close()
+    with interrupt_requests() as sigint_received:
+        try:
+            while step < config.steps:
+                metrics = algorithm.update(sampler.sample())
+                step += 1
+                for key, value in metrics.items():  # a metric some steps skip is averaged over its own steps
+                    total, n = sums.get(key, (0.0, 0))
+                    sums[key] = (total + float(value), n + 1)
+                count += 1
+                if step % config.log_every == 0 or step == config.steps:
+                    now = time.perf_counter()
+                    row = {"step": step, **{k: total / n for k, (total, n) in sums.items()},
+                           "steps_per_second": count / max(now - interval_start, 1e-9)}
+                    _append_jsonl(out / "metrics.jsonl", row)
+                    if writer:
+                        for k, v in row.items():
+                            if k != "step":
+                                writer.add_scalar(f"train/{k}", v, step)
+                    sums, count, interval_start = {}, 0, now
+                if step % config.eval_every == 0 or step == config.steps:
+                    episodes = config.final_eval_episodes if step == config.steps else config.eval_episodes
+                    seed = config.seed * 1_000_003 + 50_000_000 + (step // config.eval_every) * episodes
+                    row = {"step": step, "episodes": episodes, "seed": seed,
+                           **evaluate(algorithm, dataset, episodes, seed)}
+                    _append_jsonl(out / "evaluations.jsonl", row)
+                    if writer:
+                        writer.add_scalar("eval/return_mean", row["return_mean"], step)
+                    bar.set_postfix(score=round(row.get("normalized_score", row["return_mean"]), 1))
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    checkpoint()
+                    checkpointed = step
+                bar.update(1)
+                if on_step:
+                    on_step(step)
+                # a stop request is honoured here, between steps, where the state is consistent
+                if step < config.steps and (sigint_received() or (should_stop is not None and should_stop())):
+                    if checkpointed != step:
+                        checkpoint()
+                    raise TrainingInterrupted(step, out)
+        except TrainingInterrupted as stopped:
+            bar.close()
+            if progress:
+                print(f"stopped at step {stopped.step} of {config.steps}; checkpoint written to {out} "
+                      "(run the same command again to resume)", file=sys.stderr, flush=True)
+            raise
+        finally:
+            bar.close()
+            if writer:
+                writer.close()
     summary = summarise(out)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -201,11 +290,12 @@ def build_algorithm(name: str, dataset: Dataset, overrides: dict[str, Any], seed
 
 
 def train_run(name: str, dataset: Dataset, overrides: dict[str, Any], config: TrainConfig, out: Path, *,
-              progress: bool = True, on_step=None) -> dict:
-    """Defaults < ``baselines/configs/<name>.toml`` entries matching the dataset < ``overrides``."""
+              progress: bool = True, on_step=None, should_stop: Callable[[], bool] | None = None) -> dict:
+    """Defaults < ``baselines/configs/<name>.toml`` entries matching the dataset < ``overrides``.
+    ``on_step`` and ``should_stop`` are passed to :func:`fit`."""
     from offbench.algorithm import dataset_overrides
 
     settings = {**dataset_overrides(name, dataset.metadata.dataset_id), **overrides}
     algorithm = build_algorithm(name, dataset, settings, config.seed)
-    return fit(algorithm, dataset, config, out, progress=progress, on_step=on_step,
+    return fit(algorithm, dataset, config, out, progress=progress, on_step=on_step, should_stop=should_stop,
                run_info={"algorithm": name, "algorithm_overrides": settings})

@@ -87,11 +87,11 @@ def test_finished_runs_are_skipped_and_a_killed_run_resumes_exactly(tmp_path, ca
 
     real_train_run = train_module.train_run
 
-    def killed_at_45(*args, **kwargs):
-        def on_step(step):
+    def killed_at_45(*args, on_step=None, **kwargs):  # stands in for a kill: no checkpoint at 45
+        def kill(step):
             if step == 45:
                 raise KeyboardInterrupt
-        return real_train_run(*args, **kwargs, on_step=on_step)
+        return real_train_run(*args, **kwargs, on_step=kill)
 
     out = tmp_path / "interrupted"
     monkeypatch.setattr(train_module, "train_run", killed_at_45)
@@ -148,6 +148,72 @@ def test_a_crash_is_retried_once_and_failures_do_not_stop_the_others(tmp_path, c
     assert any(m.startswith("FAILED flaky_algos:AlwaysFails") for m in messages)
     table = pd.read_csv(out / "results.csv")
     assert set(table.algorithm) == {"bc", "flaky_algos:FailsOnce"}
+
+
+KILLED = '''
+import os
+import signal
+from pathlib import Path
+
+from baselines.bc import BC
+
+
+class KilledOnce(BC):
+    """Its process is killed (SIGKILL, as by the kernel's out-of-memory killer) on its first update."""
+    marker = Path(__file__).with_name("killed_once")
+
+    def update(self, batch):
+        if not self.marker.exists():
+            self.marker.write_text("x")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().update(batch)
+'''
+
+
+def test_a_killed_worker_fails_only_its_run_which_is_retried(tmp_path, catalogue, monkeypatch):
+    pkg = tmp_path / "plugins"
+    pkg.mkdir()
+    (pkg / "killed_algos.py").write_text(KILLED)
+    monkeypatch.syspath_prepend(str(pkg))  # spawned workers get this process's sys.path
+    out = tmp_path / "results"
+    messages = []
+    manifest = reproduce(tiny_protocol(tmp_path, algorithms=("bc", "killed_algos:KilledOnce"), seeds=(0,)), out,
+                         workers=2, progress=False, log=messages.append)
+    runs = {r["algorithm"]: r for r in manifest["runs"]}
+    assert runs["bc"]["status"] == "finished" and not runs["bc"]["retried"]
+    assert runs["killed_algos:KilledOnce"]["status"] == "finished" and runs["killed_algos:KilledOnce"]["retried"]
+    assert any("worker process died (exit code -9: killed by signal 9" in m for m in messages)
+    assert set(pd.read_csv(out / "results.csv").algorithm) == {"bc", "killed_algos:KilledOnce"}
+
+
+def test_when_every_run_fails_the_summary_names_the_runs_and_their_logs(tmp_path, catalogue, monkeypatch, capsys):
+    pkg = tmp_path / "plugins"
+    pkg.mkdir()
+    (pkg / "flaky_algos.py").write_text(FLAKY)
+    monkeypatch.syspath_prepend(str(pkg))
+    out = tmp_path / "results"
+    messages = []
+    manifest = reproduce(tiny_protocol(tmp_path, algorithms=("flaky_algos:AlwaysFails",)), out, progress=False,
+                         log=messages.append)
+    assert [r["status"] for r in manifest["runs"]] == ["failed", "failed"]
+    assert "2 of 2 runs failed" in "\n".join(messages)
+    for run in manifest["runs"]:
+        log = out / run["log"]
+        assert log.parent == out / run["run_dir"]
+        assert f"FAILED flaky_algos:AlwaysFails {DATASET} seed {run['seed']}: ValueError: this algorithm is broken" \
+               f"\n  log: {log}" in messages
+        text = log.read_text()  # the whole traceback, not only its last lines
+        assert "Traceback (most recent call last)" in text and "in update" in text and "this algorithm is broken" in text
+    # the report refuses, saying why, instead of a KeyError from an empty table
+    with pytest.raises(OffbenchError, match="no finished runs to report .*seed 0: failed: ValueError: this algorithm"):
+        from offbench.evaluation.report import build_report
+
+        build_report(out)
+    assert main(["report", str(out)]) == 2
+    assert "no finished runs to report" in capsys.readouterr().err
+    assert main(["reproduce", "t", "--protocol", str(tmp_path / "tiny.toml"), "--out", str(out), "--workers", "1", "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert "every run failed" in captured.err and "Traceback" not in captured.err
 
 
 def test_ray_backend_gives_the_same_table(tmp_path, catalogue):

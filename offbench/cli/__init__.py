@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    try:  # the parser too: a Ctrl-C while it imports the libraries is still a clean exit 130
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except OffbenchError as exc:
         print(f"offbench: error: {exc}", file=sys.stderr)
