@@ -45,10 +45,18 @@ class EpisodicPolicy(Protocol):
     def observe(self, slots: list[int], rewards: np.ndarray) -> None: ...
 
 
+def _stack(observations: list):
+    """A batch of observations: one array, or for Dict observations (goal-conditioned envs such
+    as ``offbench/pointmaze-*``) a dict of arrays, one per key."""
+    if isinstance(observations[0], dict):
+        return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+    return np.stack(observations)
+
+
 def rollout(policy: Callable[[np.ndarray], np.ndarray] | EpisodicPolicy, env_id: str, episodes: int, *, seed: int,
             parallel: int = 10, env_kwargs: dict | None = None, gamma: float | None = None) -> RolloutResult:
     """Run ``episodes`` full episodes; ``policy`` maps a batch of observations to a batch of
-    actions (or is an :class:`EpisodicPolicy`).
+    actions (or is an :class:`EpisodicPolicy`). Dict observations reach it as a dict of batches.
 
     Episode i is reset with seed ``seed + i``, so results do not depend on ``parallel``.
     ``gamma`` also accumulates the discounted returns ``sum_t gamma^t r_t`` (``discounted_returns``).
@@ -76,7 +84,7 @@ def rollout(policy: Callable[[np.ndarray], np.ndarray] | EpisodicPolicy, env_id:
     for env in envs:
         start(env)
     while slots:
-        observations = np.stack([obs for _, _, obs in slots])
+        observations = _stack([obs for _, _, obs in slots])
         running = [slot_of[id(env)] for _, env, _ in slots]
         actions = policy.act(observations, running) if episodic else policy(observations)
         still = []

@@ -8,6 +8,11 @@ The dataset mirrors what the locomotion recipes store: 1,000 episodes of 1,000 s
 17-dim float32 observations, 6-dim float32 actions, behaviour log-probs, policy ids and
 MuJoCo qpos/qvel (9 + 9 float64). The same data is exported to Minari and timed through
 Minari's own loader in the same run.
+
+Goal-conditioned batches (``goal_batch_256_*``) are timed on a PointMaze-shaped dataset: 1,000
+episodes of 1,001 steps, Dict observations (observation, achieved_goal, desired_goal: 2 float32
+each), 2-dim actions, with OGBench's goal mixes (offbench.data.goal_batches); ``--goal-only``
+runs just those figures.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 
 from offbench.data.dataset import read_dataset
+from offbench.data.goal_batches import GoalBatchConfig, GoalBatchSampler
 from offbench.data.labels import returns_to_go
 from offbench.data.sampling import SegmentSampler, TransitionSampler
 from offbench.data.writer import DatasetWriter
@@ -68,10 +74,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions; finishes in under a minute")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-minari", action="store_true", help="skip the Minari comparison")
+    parser.add_argument("--goal-only", action="store_true", help="only the goal-conditioned batch figures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 5
     emit("torch_threads", args.threads, "threads", cpu_count=os.cpu_count())
+    if args.goal_only:
+        bench_goal_batches(quick=args.quick)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "halfcheetah.hdf5"
@@ -112,6 +122,50 @@ def main() -> None:
         if not args.no_minari:
             bench_minari(dataset, Path(tmp), repeats=1 if args.quick else 3, ours_load=ours_load,
                          ours_per_batch=ours_per_batch)
+    bench_goal_batches(quick=args.quick)
+
+
+def write_pointmaze_shaped(path: Path, episodes: int, length: int) -> None:
+    """Random walks shaped like OGBench's PointMaze navigate data (positions are the goals)."""
+    rng = np.random.default_rng(0)
+    box = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    space = gym.spaces.Dict({"observation": box, "achieved_goal": box, "desired_goal": box})
+    with DatasetWriter(path, dataset_id="bench/pointmaze/synthetic-v0", env_id="offbench/pointmaze-medium-v0",
+                       observation_space=space, action_space=gym.spaces.Box(-1.0, 1.0, (2,), np.float32)) as writer:
+        trunc = np.zeros(length, bool)
+        trunc[-1] = True
+        for _ in range(episodes):
+            position = np.cumsum(rng.uniform(-0.2, 0.2, (length + 1, 2)), axis=0).astype(np.float32)
+            writer.add_episode(
+                observations={"observation": position, "achieved_goal": position,
+                              "desired_goal": np.repeat(position[-1:], length + 1, axis=0)},
+                actions=rng.uniform(-1, 1, (length, 2)).astype(np.float32), rewards=np.zeros(length, np.float32),
+                terminations=np.zeros(length, bool), truncations=trunc, behaviour_log_prob=np.zeros(length))
+
+
+def bench_goal_batches(quick: bool) -> None:
+    """Goal-conditioned batches of 256 (value and actor goals, rewards, masks; HIQL also subgoals)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pointmaze.hdf5"
+        write_pointmaze_shaped(path, episodes=1000, length=1001)
+        dataset = read_dataset(path)
+        for method, stitch in (("gciql", False), ("hiql", True)):
+            config = GoalBatchConfig.ogbench(method, stitch=stitch)
+            t0 = time.perf_counter()
+            sampler = GoalBatchSampler(dataset, config, batch_size=256, seed=0)
+            setup = time.perf_counter() - t0
+            for _ in range(200):
+                sampler.sample()
+            n = 20_000 if quick else 100_000
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                sampler.sample()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            # cpu_batches_per_s: batches per second of this process's own CPU time, the figure that
+            # does not depend on other jobs sharing the cores (wall-clock is the headline).
+            emit(f"goal_batch_256_{method}{'_stitch' if stitch else ''}", n / wall, "batches/s",
+                 target=10_000, higher_is_better=True, cpu_batches_per_s=round(n / cpu), setup_s=round(setup, 3),
+                 steps=dataset.num_steps, load_average_1min=round(os.getloadavg()[0], 2))
 
 
 def bench_minari(dataset, root: Path, repeats: int, ours_load: float, ours_per_batch: float) -> None:

@@ -279,7 +279,7 @@ def test_make_returns_the_task_env(name):
     env = task.make()
     assert env.spec.id == task.env_id
     if task.observation_dim is not None:
-        assert env.observation_space.shape == (task.observation_dim,)
+        assert gym.spaces.flatdim(env.observation_space) == task.observation_dim  # Dict spaces: flattened
     env.close()
     env = task.make(max_episode_steps=3)  # overrides reach gym.make
     assert env.spec.max_episode_steps == 3

@@ -16,7 +16,7 @@ def cmd_submit(args) -> int:
     from offbench.leaderboard.submit import entry_from_results
     from offbench.leaderboard.validate import validate_entry
 
-    if not NAME_PATTERN.match(args.name) or ".." in args.name:
+    if not NAME_PATTERN.fullmatch(args.name) or ".." in args.name:
         raise OffbenchError(f"--name {args.name!r}: names must match {NAME_PATTERN.pattern} "
                             "(letters, digits, '.', '_', '-'; no slashes or '..'), e.g. myalgo-v2")
     out = Path(args.out) if args.out else default_entries_dir() / f"{args.name}.json"

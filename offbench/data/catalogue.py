@@ -24,7 +24,8 @@ import tomli_w
 
 from offbench.errors import CardError, DatasetNotFoundError
 
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*/[a-z0-9][a-z0-9_]*/[a-z0-9][a-z0-9_-]*-v(\d+)$")
+# The env part may hold dashes: OGBench's maze names (goal/pointmaze-medium/navigate-v0).
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*/[a-z0-9][a-z0-9_-]*/[a-z0-9][a-z0-9_-]*-v(\d+)$")
 
 
 def check_dataset_id(dataset_id: str) -> str:

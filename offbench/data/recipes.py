@@ -10,6 +10,9 @@ Recipe kinds (the ``[recipe]`` table of a card):
   ``{policy = "uniform_random", steps = 5000, seed = 1}`` rolled out in the card's env),
   optional ``proportions``, ``by`` (episodes | steps), ``total``, ``seed`` (see
   ``offbench.data.compose.mix``).
+- ``ogbench_pointmaze``: OGBench's PointMaze navigate / stitch data from its noisy oracle
+  (``maze``, ``dataset_type``, ``episodes``, ``first_episode``, ``max_episode_steps``, ``noise``,
+  ``seed``, ``ogbench_version``; see ``offbench.data.goal_generation``).
 
 The file is staged beside the cache and moved into place only after it has been validated
 and, when the card records one, its content sha256 matches: a rebuild never replaces a good
@@ -173,7 +176,14 @@ def _build_mix(card: DatasetCard, path: Path, progress: bool) -> None:
     mixed.save(path)
 
 
-BUILDERS = {"rollout": _build_rollout, "mix": _build_mix, "replay": _build_replay}
+def _build_ogbench_pointmaze(card: DatasetCard, path: Path, progress: bool) -> None:
+    from offbench.data.goal_generation import build_from_card
+
+    build_from_card(card, path, progress)
+
+
+BUILDERS = {"rollout": _build_rollout, "mix": _build_mix, "replay": _build_replay,
+            "ogbench_pointmaze": _build_ogbench_pointmaze}
 
 
 def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True,

@@ -4,6 +4,11 @@
 - ``offbench/StitchGridOneHot-v0``: the same task with one-hot ``Box`` observations.
 
 Both truncate after 10 steps themselves (``horizon`` keyword; see ``offbench.envs.gridworld``).
+
+- ``offbench/pointmaze-{medium,large,giant,teleport}-v0``: OGBench's PointMaze with Dict goal
+  observations (``offbench.envs.pointmaze``; needs ``pip install --no-deps ogbench==1.2.2`` when made).
+- Meta-RL task families ``offbench/{BernoulliBandit,GridNavi,PointRobot,SparsePointRobot,SignGrid,
+  HalfCheetahVel}-v0`` with exact references (``offbench.envs.meta``).
 """
 from __future__ import annotations
 
@@ -22,6 +27,12 @@ for _id, _kwargs in _ENVS.items():
         # No max_episode_steps here: the env applies its own time limit (the `horizon` kwarg),
         # so the exact solvers and the data share one definition of the horizon.
         register(id=_id, entry_point="offbench.envs.gridworld:StitchGridEnv", kwargs=dict(_kwargs))
+
+from offbench.envs.pointmaze import register_envs as _register_pointmaze  # noqa: E402
+
+_register_pointmaze()
+
+import offbench.envs.meta  # noqa: E402,F401  (registers the meta-RL families; MuJoCo is imported lazily)
 
 from offbench.envs.tasks import TASKS, Task, get_task, task_for_dataset  # noqa: E402  (after registration)
 

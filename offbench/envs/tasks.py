@@ -16,6 +16,9 @@ it out is a known cause of MOPO failing to reproduce (REFERENCE.md, section 4).
 - ``reacher``: ``Reacher-v5``, suite ``lite``; never terminates.
 - ``stitchgrid``: ``offbench/StitchGrid-v0`` (also ``offbench/StitchGridOneHot-v0``), suite
   ``lite``; terminates on entering the goal.
+- ``pointmaze-{medium,large,giant,teleport}``: ``offbench/pointmaze-<maze>-v0`` (also OGBench's
+  ``pointmaze-<maze>-v0``), suite ``goal``; terminates at the goal (within 1.0). Its Dict
+  observations are taken flattened, ``[achieved_goal, desired_goal, observation]`` (6 numbers).
 
 Each rule is transcribed from the installed Gymnasium 1.4 source (the file is cited next to
 the rule) for the DEFAULT keyword arguments, in particular the default v5 observation
@@ -45,7 +48,11 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 import numpy as np
 
-from offbench.envs.gridworld import default_mdp
+from offbench.envs.gridworld import GOAL_REWARD, HORIZON, STEP_COST, default_mdp
+from offbench.envs.pointmaze import EVAL_MAX_EPISODE_STEPS as POINTMAZE_MAX_EPISODE_STEPS
+from offbench.envs.pointmaze import MAZES as POINTMAZES
+from offbench.envs.pointmaze import SUCCESS_RADIUS as POINTMAZE_SUCCESS_RADIUS
+from offbench.envs.pointmaze import env_id as pointmaze_env_id
 from offbench.errors import OffbenchError
 
 __all__ = ["Task", "TASKS", "get_task", "task_for_dataset"]
@@ -192,6 +199,49 @@ def _stitchgrid(next_obs):
     return _constant_like(next_obs, default_mdp().terminal)[states]
 
 
+# offbench/envs/pointmaze.py wraps OGBench's maze (ogbench/locomaze/maze.py `step`): the evaluation
+# episode terminates once `compute_success()` holds after the step, `||xy - goal_xy||_2 <= _goal_tol`
+# with `_goal_tol = 1.0` for the point robot, before any teleport. Its Dict observations are read
+# flattened in Gymnasium's key order (gymnasium.spaces.flatten): [achieved_goal (x, y),
+# desired_goal (x, y), observation (x, y)]; achieved_goal is the position after the step. Exact up
+# to the float32 rounding of the observation (the env tests the float64 position).
+def _pointmaze(next_obs):
+    diff = next_obs[..., 0:2] - next_obs[..., 2:4]
+    return (diff * diff).sum(-1) ** 0.5 <= POINTMAZE_SUCCESS_RADIUS
+
+
+# ---------------------------------------------------------------------- reward bounds
+# Per-step reward bounds (low, high) of each default task, for actions anywhere the env accepts
+# them, transcribed from the installed Gymnasium 1.4 source; -inf/inf where the reward has no
+# bound on that side. The leaderboard rejects episode returns outside what these allow
+# (``Task.return_bounds``; offbench.leaderboard.validate). The time limits (``max_episode_steps``
+# below) are the registrations' in gymnasium/envs/__init__.py, and StitchGrid's own ``HORIZON``.
+
+# gymnasium/envs/classic_control/pendulum.py `step`: `u = np.clip(u, -max_torque, max_torque)`,
+# `costs = angle_normalize(th) ** 2 + 0.1 * thdot**2 + 0.001 * (u**2)`, reward `-costs`, where
+# angle_normalize maps into [-pi, pi), thdot is clipped to [-max_speed, max_speed] = [-8, 8]
+# (and starts in [-1, 1]) and max_torque = 2. So every reward lies in
+# [-(pi^2 + 0.1 * 8^2 + 0.001 * 2^2), 0] = [-16.2736..., 0].
+PENDULUM_REWARD_BOUNDS = (-(np.pi ** 2 + 0.1 * 8.0 ** 2 + 0.001 * 2.0 ** 2), 0.0)
+# gymnasium/envs/mujoco/inverted_double_pendulum_v5.py `_get_rew`: `alive_bonus - dist_penalty -
+# vel_penalty` with alive_bonus = healthy_reward (10) or 0 and both penalties sums of squares
+# (>= 0), so at most 10; the velocity penalty `1e-3 * v1**2 + 5e-3 * v2**2` has no bound (qvel is
+# not limited), so there is none below.
+IDP_REWARD_BOUNDS = (-float("inf"), 10.0)
+# gymnasium/envs/mujoco/reacher_v5.py `_get_rew`: `-norm(fingertip - target) - square(action).sum()`
+# (both weights 1): never positive; the control cost charges the action as given (it is not
+# clipped to the action space), so there is no bound below.
+REACHER_REWARD_BOUNDS = (-float("inf"), 0.0)
+# gymnasium/envs/mujoco/half_cheetah_v5.py, hopper_v5.py, walker2d_v5.py `_get_rew`: the forward
+# reward is `forward_reward_weight * x_velocity`, and the body's velocity has no bound either way.
+LOCOMOTION_REWARD_BOUNDS = (-float("inf"), float("inf"))
+# offbench/envs/gridworld.py `stitch_grid_mdp`: `STEP_COST` (-0.1) per step, `GOAL_REWARD` (+1) on
+# the step that enters the goal.
+STITCHGRID_REWARD_BOUNDS = (STEP_COST, GOAL_REWARD)
+# ogbench/locomaze/maze.py `step` (goal-conditioned mode): reward 1.0 on success, else 0.0.
+POINTMAZE_REWARD_BOUNDS = (0.0, 1.0)
+
+
 # ---------------------------------------------------------------------- the registry
 @dataclass(frozen=True)
 class Task:
@@ -202,15 +252,31 @@ class Task:
     env_id: str
     suites: tuple[str, ...]
     env_kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    #: The observation length ``is_terminal`` expects (None: StitchGrid, integer or one-hot).
+    #: The observation length ``is_terminal`` expects, Dict observations flattened (None: StitchGrid,
+    #: integer or one-hot).
     observation_dim: int | None = None
     #: Other Gymnasium ids of the same task (``get_task`` finds the task by them too).
     other_env_ids: tuple[str, ...] = ()
     termination: Callable[[Any], Any] = field(default=_never, repr=False, compare=False)
+    #: Per-step reward bounds ``(low, high)`` of the default task (see "reward bounds" above;
+    #: -inf/inf where unbounded), or None where not recorded.
+    reward_bounds: tuple[float, float] | None = None
+    #: The time limit of an episode: Gymnasium's ``max_episode_steps`` (or the env's own horizon).
+    max_episode_steps: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "env_kwargs", MappingProxyType(dict(self.env_kwargs)))
         object.__setattr__(self, "suites", tuple(self.suites))
+
+    def return_bounds(self) -> tuple[float, float] | None:
+        """Bounds on one episode's undiscounted return, or None where the reward bounds or the
+        time limit are not recorded: an episode has 1 to ``max_episode_steps`` steps, each
+        rewarded within ``reward_bounds``; -inf/inf where the reward is unbounded."""
+        if self.reward_bounds is None or self.max_episode_steps is None:
+            return None
+        low, high = self.reward_bounds
+        steps = self.max_episode_steps
+        return min(low, steps * low), max(high, steps * high)
 
     def make(self, **overrides) -> gym.Env:
         """``gym.make(env_id, **env_kwargs, **overrides)`` (overrides win)."""
@@ -242,15 +308,25 @@ def _tasks(*tasks: Task) -> dict[str, Task]:
 
 
 TASKS: dict[str, Task] = _tasks(
-    Task("hopper", "Hopper-v5", ("locomotion",), observation_dim=11, termination=_hopper),
-    Task("halfcheetah", "HalfCheetah-v5", ("locomotion",), observation_dim=17, termination=_never),
-    Task("walker2d", "Walker2d-v5", ("locomotion",), observation_dim=17, termination=_walker2d),
-    Task("pendulum", "Pendulum-v1", ("lite",), observation_dim=3, termination=_never),
+    Task("hopper", "Hopper-v5", ("locomotion",), observation_dim=11, termination=_hopper,
+         reward_bounds=LOCOMOTION_REWARD_BOUNDS, max_episode_steps=1000),
+    Task("halfcheetah", "HalfCheetah-v5", ("locomotion",), observation_dim=17, termination=_never,
+         reward_bounds=LOCOMOTION_REWARD_BOUNDS, max_episode_steps=1000),
+    Task("walker2d", "Walker2d-v5", ("locomotion",), observation_dim=17, termination=_walker2d,
+         reward_bounds=LOCOMOTION_REWARD_BOUNDS, max_episode_steps=1000),
+    Task("pendulum", "Pendulum-v1", ("lite",), observation_dim=3, termination=_never,
+         reward_bounds=PENDULUM_REWARD_BOUNDS, max_episode_steps=200),
     Task("invdoublependulum", "InvertedDoublePendulum-v5", ("lite",), observation_dim=9,
-         termination=_inverted_double_pendulum),
-    Task("reacher", "Reacher-v5", ("lite",), observation_dim=10, termination=_never),
+         termination=_inverted_double_pendulum, reward_bounds=IDP_REWARD_BOUNDS, max_episode_steps=1000),
+    Task("reacher", "Reacher-v5", ("lite",), observation_dim=10, termination=_never,
+         reward_bounds=REACHER_REWARD_BOUNDS, max_episode_steps=50),
     Task("stitchgrid", "offbench/StitchGrid-v0", ("lite",),
-         other_env_ids=("offbench/StitchGridOneHot-v0",), termination=_stitchgrid),
+         other_env_ids=("offbench/StitchGridOneHot-v0",), termination=_stitchgrid,
+         reward_bounds=STITCHGRID_REWARD_BOUNDS, max_episode_steps=HORIZON),
+    *(Task(f"pointmaze-{maze}", pointmaze_env_id(maze), ("goal",), observation_dim=6,
+           other_env_ids=(f"pointmaze-{maze}-v0",), termination=_pointmaze,
+           reward_bounds=POINTMAZE_REWARD_BOUNDS, max_episode_steps=POINTMAZE_MAX_EPISODE_STEPS)
+      for maze in POINTMAZES),
 )
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
+import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,12 @@ from offbench.errors import OffbenchError
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_ENTRY_BYTES = 5 * 1024 * 1024
+# Every pattern is applied with ``fullmatch`` (``$`` alone also matches before a trailing newline).
 # Names become file names and HTML ids: no separators, no traversal, no markup.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# A built-in algorithm name or an import path ``package.module:Class``.
+# A built-in algorithm name, or an import path ``package.module:Class`` naming a class (CapWords).
 IMPORT_PATH_PATTERN = re.compile(r"^(?:[a-z][a-z0-9_]*|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-                                 r":[A-Za-z_][A-Za-z0-9_]*)$")
+                                 r":[A-Z][A-Za-z0-9_]*)$")
 PROTOCOL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{7,64}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -30,6 +34,16 @@ SELECTION_KINDS = ("offline", "online")
 MAX_TEXT = 300
 MAX_AUTHORS = 50
 MAX_EPISODES = 10_000
+# Integers in an entry (seeds, steps) fit a signed 64-bit integer; the JSON reader refuses integer
+# literals longer than MAX_INT_DIGITS digits outright (a value that long is never meaningful).
+MAX_INTEGER = 2 ** 63 - 1
+MAX_INT_DIGITS = 1000
+# Format characters allowed in free text: the zero-width non-joiner and joiner, which some scripts
+# (Persian, Indic) and emoji sequences need. Every other format character (bidi overrides and
+# isolates such as U+202E and U+2066, zero-width spaces, U+FEFF) is refused, as are control
+# characters (C0, DEL, C1 such as U+0085), line and paragraph separators and lone surrogates.
+ALLOWED_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 SCHEMA_DOC = "leaderboard/SCHEMA.md"
 
 TOP_LEVEL = {"schema_version", "name", "algorithm", "authors", "paper", "code", "code_commit",
@@ -47,14 +61,80 @@ class EntryError(OffbenchError):
         where = self.path + (f" [{field}]" if field else "")
         message = f"{where}: {problem}"
         if value is not ...:
-            shown = repr(value)
-            message += f" (got {shown[:120] + '...' if len(shown) > 120 else shown})"
+            message += f" (got {shown(value)})"
         message += f"\n  what to do: {hint or 'fix the entry; the format is documented in ' + SCHEMA_DOC}"
         super().__init__(message)
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother = 3, 6, 6, 100, 100
+_SHOW.maxlong = 40
+
+
+def shown(value: Any, limit: int = 120) -> str:
+    """A short, one-line ``repr`` of a submitted value, safe for any value an entry can hold:
+    nesting, long lists and long strings are elided; huge integers are summarised."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        digits = len(str(abs(value))) if value.bit_length() < 14_000 else "thousands of"  # str() stops at 4300
+        return f"{'a negative' if value < 0 else 'an'} integer of {digits} digits"
+    text = _SHOW.repr(value)
+    return text[:limit] + "..." if len(text) > limit else text
+
+
+def forbidden_character(text: str) -> str | None:
+    """The first character free text must not hold, described for a message ("U+202E at
+    position 3"), or None (see ``FORBIDDEN_CATEGORIES``)."""
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) in FORBIDDEN_CATEGORIES and ch not in ALLOWED_FORMAT_CHARACTERS:
+            name = unicodedata.name(ch, unicodedata.category(ch))
+            return f"U+{ord(ch):04X} ({name}) at position {i}"
+    return None
+
+
+def import_path_problem(value: Any) -> str | None:
+    """What is wrong with an ``algorithm.import_path``, or None. Data only: nothing is imported.
+
+    A built-in algorithm name, or ``package.module:Class`` with a CapWords class name outside the
+    standard library (the Algorithm protocol is a class; ``os:system`` and ``builtins:eval`` are not).
+    """
+    from offbench.algorithm import BUILTIN
+
+    if not isinstance(value, str) or not IMPORT_PATH_PATTERN.fullmatch(value):
+        return (f"must be a built-in algorithm name ({', '.join(sorted(BUILTIN))}) or an import path "
+                "'package.module:Class' naming an Algorithm class (CapWords)")
+    if ":" not in value:
+        if value not in BUILTIN:
+            return (f"unknown built-in algorithm; built-ins are {', '.join(sorted(BUILTIN))}, anything else is "
+                    "an import path 'package.module:Class'")
+        return None
+    package = value.partition(":")[0].split(".")[0]
+    if package in sys.stdlib_module_names:
+        return (f"{package!r} is a standard-library module: an Algorithm class comes from the entry's own "
+                "package, as 'package.module:Class'")
+    return None
+
+
+class _Unreadable(ValueError):
+    """A JSON value the reader refuses while parsing, with what to do about it."""
+
+    def __init__(self, problem: str, hint: str):
+        super().__init__(problem)
+        self.hint = hint
+
+
 def _reject_constant(token: str):
-    raise ValueError(f"{token} is not allowed (scores must be finite numbers)")
+    raise _Unreadable(f"{token} is not allowed (scores must be finite numbers)",
+                      "record finite numbers; a diverged run is a failed run and must be re-run or the entry "
+                      "withdrawn")
+
+
+def _parse_int(literal: str) -> int:
+    digits = len(literal.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _Unreadable(f"an integer literal with {digits} digits (at most {MAX_INT_DIGITS} are read; "
+                          f"integers in an entry are at most {MAX_INTEGER})",
+                          "record returns as ordinary numbers and seeds and steps as the protocol's integers")
+    return int(literal)
 
 
 def read_entry(path: str | Path) -> dict[str, Any]:
@@ -69,15 +149,17 @@ def read_entry(path: str | Path) -> dict[str, Any]:
                               "checkpoints) or evaluate fewer episodes per evaluation")
     try:
         text = path.read_bytes().decode("utf-8")
-        raw = json.loads(text, parse_constant=_reject_constant)
+        raw = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except UnicodeDecodeError as exc:
         raise EntryError(path, None, f"not UTF-8 text ({exc})", hint="save the entry as UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise EntryError(path, None, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
                          hint="fix the JSON syntax (`python -m json.tool FILE` shows where)") from None
-    except ValueError as exc:  # NaN / Infinity literals
-        raise EntryError(path, None, str(exc), hint="record finite numbers; a diverged run is a failed run "
-                         "and must be re-run or the entry withdrawn") from None
+    except _Unreadable as exc:  # NaN / Infinity literals, absurdly long integers
+        raise EntryError(path, None, str(exc), hint=exc.hint) from None
+    except RecursionError:
+        raise EntryError(path, None, "arrays or objects nested too deeply to read (an entry needs about ten "
+                         "levels)", hint="write the entry with `offbench leaderboard submit`") from None
     return check_entry(raw, path)
 
 
@@ -93,7 +175,7 @@ def check_entry(raw: Any, path: str | Path = "entry") -> dict[str, Any]:
                                              "offbench version, or upgrade offbench")
     c.keys(raw, TOP_LEVEL, "", required=TOP_LEVEL)
     name = raw["name"]
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise EntryError(path, "name", f"names must match {NAME_PATTERN.pattern} (letters, digits, '.', '_', '-'; "
                          "at most 64 characters; no slashes or '..')", value=name,
                          hint="pick a short name such as 'myalgo-v2'")
@@ -103,9 +185,12 @@ def check_entry(raw: Any, path: str | Path = "entry") -> dict[str, Any]:
     c.text(algo["name"], "algorithm.name")
     if "version" in algo:
         c.text(algo["version"], "algorithm.version", optional=True)
-    if not isinstance(algo["import_path"], str) or not IMPORT_PATH_PATTERN.match(algo["import_path"]):
-        raise EntryError(path, "algorithm.import_path", "must be a built-in algorithm name (e.g. 'iql') or an "
-                         "import path 'package.module:Class'", value=algo["import_path"])
+    problem = import_path_problem(algo["import_path"])
+    if problem:
+        raise EntryError(path, "algorithm.import_path", problem, value=algo["import_path"],
+                         hint="declare the algorithm `offbench leaderboard verify` should run; it imports only "
+                              "an Algorithm class, after showing what it will import (see the trust model in "
+                              f"{SCHEMA_DOC})")
     authors = raw["authors"]
     if not isinstance(authors, list) or len(authors) > MAX_AUTHORS:
         raise EntryError(path, "authors", f"a list of at most {MAX_AUTHORS} names", value=authors)
@@ -113,16 +198,18 @@ def check_entry(raw: Any, path: str | Path = "entry") -> dict[str, Any]:
         c.text(a, f"authors[{i}]")
     for key in ("paper", "code"):
         value = raw[key]
-        if value is not None and (not isinstance(value, str) or not URL_PATTERN.match(value)):
+        if isinstance(value, str):
+            c.characters(value, key)
+        if value is not None and (not isinstance(value, str) or not URL_PATTERN.fullmatch(value)):
             raise EntryError(path, key, "must be null or an http(s) URL", value=value,
                              hint="give a link starting with https://")
     commit = raw["code_commit"]
-    if commit is not None and (not isinstance(commit, str) or not COMMIT_PATTERN.match(commit)):
+    if commit is not None and (not isinstance(commit, str) or not COMMIT_PATTERN.fullmatch(commit)):
         raise EntryError(path, "code_commit", "must be null or a lower-case hex git commit", value=commit)
     c.text(raw["offbench_version"], "offbench_version")
     c.text(raw["suite"], "suite")
     proto = c.obj(raw["protocol"], "protocol", {"name", "headline"}, required={"name"})
-    if not isinstance(proto["name"], str) or not PROTOCOL_NAME_PATTERN.match(proto["name"]):
+    if not isinstance(proto["name"], str) or not PROTOCOL_NAME_PATTERN.fullmatch(proto["name"]):
         raise EntryError(path, "protocol.name", "must be the name of a shipped protocol (e.g. 'lite')",
                          value=proto["name"])
     sel = c.obj(raw["hyperparameter_selection"], "hyperparameter_selection", {"kind", "budget"}, required={"kind"})
@@ -139,6 +226,7 @@ def check_entry(raw: Any, path: str | Path = "entry") -> dict[str, Any]:
                          value=sel["budget"], hint="drop the budget, or declare kind 'online'")
     compute = c.obj(raw["compute"], "compute", None)
     for key, value in compute.items():
+        c.text(key, "compute key")
         c.scalar(value, f"compute.{key}")
     c.json_value(raw["config"], "config", dict)
     runs = raw["runs"]
@@ -154,11 +242,11 @@ def _check_run(c: "_Checker", run: Any, where: str) -> None:
     run = c.obj(run, where, RUN_KEYS, required={"dataset", "seed", "dataset_sha256", "gradient_steps", "evaluations"})
     c.text(run["dataset"], f"{where}.dataset")
     c.integer(run["seed"], f"{where}.seed", low=0)
-    if not isinstance(run["dataset_sha256"], str) or not SHA256_PATTERN.match(run["dataset_sha256"]):
+    if not isinstance(run["dataset_sha256"], str) or not SHA256_PATTERN.fullmatch(run["dataset_sha256"]):
         raise EntryError(c.path, f"{where}.dataset_sha256", "must be a 64-digit lower-case hex sha256",
                          value=run["dataset_sha256"])
     if run.get("content_sha256") is not None and (not isinstance(run["content_sha256"], str)
-                                                  or not SHA256_PATTERN.match(run["content_sha256"])):
+                                                  or not SHA256_PATTERN.fullmatch(run["content_sha256"])):
         raise EntryError(c.path, f"{where}.content_sha256", "must be null or a 64-digit hex sha256",
                          value=run["content_sha256"])
     c.integer(run["gradient_steps"], f"{where}.gradient_steps", low=1)
@@ -223,22 +311,30 @@ class _Checker:
         if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
             raise EntryError(self.path, where, f"must be a non-empty string of at most {MAX_TEXT} characters",
                              value=value)
-        if any(ord(ch) < 32 or ch in "\u2028\u2029" for ch in value):
-            raise EntryError(self.path, where, "control characters and line breaks are not allowed", value=value)
+        self.characters(value, where)
+
+    def characters(self, value: str, where: str) -> None:
+        bad = forbidden_character(value)
+        if bad:
+            raise EntryError(self.path, where, f"holds {bad}: control, format (bidi, zero-width) and line or "
+                             "paragraph separator characters are not allowed", value=value,
+                             hint="remove the character (it is invisible or reorders the text around it)")
 
     def number(self, value: Any, where: str) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise EntryError(self.path, where, "must be a number", value=value,
                              hint="record scores as JSON numbers, not strings")
+        if isinstance(value, int) and abs(value) > MAX_INTEGER:  # (math.isfinite overflows on huge ints)
+            raise EntryError(self.path, where, f"too large: integers in an entry are at most {MAX_INTEGER} in "
+                             "magnitude", value=value, hint="record raw returns and measurements as ordinary numbers")
         if not math.isfinite(value):
             raise EntryError(self.path, where, "must be finite", value=value)
 
-    def integer(self, value: Any, where: str, low: int | None = None, high: int | None = None) -> None:
+    def integer(self, value: Any, where: str, low: int, high: int = MAX_INTEGER) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise EntryError(self.path, where, "must be an integer", value=value)
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise EntryError(self.path, where, f"must lie in [{low}, {high if high is not None else 'inf'}]",
-                             value=value)
+        if not low <= value <= high:
+            raise EntryError(self.path, where, f"must lie in [{low}, {high}]", value=value)
 
     def scalar(self, value: Any, where: str) -> None:
         if value is None or isinstance(value, bool):

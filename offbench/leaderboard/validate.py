@@ -1,10 +1,19 @@
 """Check an entry against everything outside it: the catalogue cards (dataset ids, sha256), the
 protocol it names (every dataset x seed, gradient steps, evaluation schedule and episodes),
-plausible values, and the names of the other entries. Data only: nothing submitted is imported.
+returns possible for the task, and the names of the other entries. Data only: nothing submitted
+is imported.
+
+An episode return must lie in the range its task allows (:func:`plausible_range`). Each side of
+the range comes from the task registry where the task's reward is bounded on that side
+(``Task.return_bounds``: per-step reward bounds times the time limit, derived from the Gymnasium
+source in ``offbench/envs/tasks.py``); where it is not (HalfCheetah's forward reward has no
+bound), from the dataset card: the span of its reference scores and dataset episode returns
+(random, expert, min, max), widened by ``SPANS_BELOW`` spans below and ``SPANS_ABOVE`` above.
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +21,29 @@ from typing import Any
 from offbench.errors import OffbenchError
 from offbench.leaderboard.schema import EntryError, read_entry
 
-# Returns further than this many reference spans (|expert - random|) outside the reference range
-# are implausible: generous, because a bad policy can be far worse than random.
-PLAUSIBLE_SPANS = 10.0
+# Where a task's reward is unbounded, returns further than this many spans outside the span of the
+# card's reference scores and dataset returns are implausible. Generous below, because a bad policy
+# can be far worse than random; above, about a normalised score of 300, beyond any published result
+# on these tasks (D4RL-style scores top out near 130).
+SPANS_BELOW = 10.0
+SPANS_ABOVE = 2.0
+# Returns at a task's exact bound pass with this slack: rewards are float32 in some envs and
+# recorded returns are rounded to 6 decimals.
+BOUND_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class ReturnRange:
+    """The episode returns accepted for a dataset: ``[low, high]`` and why (for messages)."""
+
+    low: float
+    high: float
+    reason: str
+
+    def contains(self, value: float) -> bool:
+        """``low <= value <= high``, each bound relaxed by ``BOUND_TOLERANCE`` (relative, and absolute near 0)."""
+        return (self.low - BOUND_TOLERANCE * (1.0 + abs(self.low)) <= value
+                <= self.high + BOUND_TOLERANCE * (1.0 + abs(self.high)))
 
 
 @dataclass(frozen=True)
@@ -52,19 +81,40 @@ def expected_schedule(protocol, algorithm: str, seed: int) -> tuple[int, list[Ev
     return cfg.steps, [EvalSlot(s, cfg.final_eval_episodes if s == cfg.steps else cfg.eval_episodes) for s in steps]
 
 
-def plausible_range(card) -> tuple[float, float] | None:
-    """Returns outside this range are rejected: the reference range (and the dataset's own episode
-    returns) widened by ``PLAUSIBLE_SPANS`` reference spans on each side."""
-    points = []
-    ref = card.reference_scores or {}
-    if ref.get("random") is not None and ref.get("expert") is not None:
-        points += [float(ref["random"]), float(ref["expert"])]
-    if card.returns.get("min") is not None and card.returns.get("max") is not None:
-        points += [float(card.returns["min"]), float(card.returns["max"])]
-    if not points:
+def plausible_range(card) -> ReturnRange | None:
+    """The episode returns accepted for ``card``'s dataset (see the module docstring), or None
+    where neither the task registry nor the card bounds them."""
+    from offbench.envs.tasks import task_for_dataset
+
+    try:
+        task = task_for_dataset(card.id)
+    except OffbenchError:  # a card of a task the registry does not know: the card alone decides
+        task = None
+    bounds = task.return_bounds() if task is not None else None
+    low, high = bounds if bounds is not None else (-math.inf, math.inf)
+    reasons = []
+    if math.isfinite(low) or math.isfinite(high):
+        reward_low, reward_high = task.reward_bounds
+        reasons.append(f"{task.env_id} rewards lie in [{reward_low:.6g}, {reward_high:.6g}] per step, over at "
+                       f"most {task.max_episode_steps} steps")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        points = []
+        ref = card.reference_scores or {}
+        if ref.get("random") is not None and ref.get("expert") is not None:
+            points += [float(ref["random"]), float(ref["expert"])]
+        if card.returns.get("min") is not None and card.returns.get("max") is not None:
+            points += [float(card.returns["min"]), float(card.returns["max"])]
+        if points:
+            span = max(max(points) - min(points), 1.0)
+            if not math.isfinite(low):
+                low = min(points) - SPANS_BELOW * span
+                reasons.append(f"below: {SPANS_BELOW:g} spans under the card's reference and dataset returns")
+            if not math.isfinite(high):
+                high = max(points) + SPANS_ABOVE * span
+                reasons.append(f"above: {SPANS_ABOVE:g} spans over the card's reference and dataset returns")
+    if not (math.isfinite(low) or math.isfinite(high)):
         return None
-    span = max(max(points) - min(points), 1.0)
-    return min(points) - PLAUSIBLE_SPANS * span, max(points) + PLAUSIBLE_SPANS * span
+    return ReturnRange(low, high, "; ".join(reasons))
 
 
 def validate_entry(entry: dict[str, Any], path: str | Path, *, entries_dir: str | Path | None = None,
@@ -139,16 +189,16 @@ def _check_schedule(path, where: str, run: dict, protocol, algorithm: str) -> No
 
 
 def _check_values(path, where: str, run: dict, card) -> None:
-    bounds = plausible_range(card)
+    accepted = plausible_range(card)
     for j, ev in enumerate(run["evaluations"]):
-        if bounds is not None:
+        if accepted is not None:
             for k, r in enumerate(ev["returns"]):
-                if not bounds[0] <= r <= bounds[1]:
+                if not accepted.contains(r):
                     raise EntryError(path, f"{where}.evaluations[{j}].returns[{k}]",
-                                     f"implausible return for {card.id} (accepted range "
-                                     f"[{bounds[0]:.6g}, {bounds[1]:.6g}], {PLAUSIBLE_SPANS:g} reference spans "
-                                     "around the card's reference and dataset returns)", value=r,
-                                     hint="submit raw undiscounted episode returns, not normalised scores")
+                                     f"implausible return for {card.id} seed {run['seed']}: outside the accepted "
+                                     f"range [{accepted.low:.6g}, {accepted.high:.6g}] ({accepted.reason})", value=r,
+                                     hint="submit raw undiscounted episode returns, not normalised scores; a return "
+                                          "the task cannot give means a bug in the evaluation")
         success, rate = ev.get("success"), ev.get("success_rate")
         if success is not None and rate is not None and abs(sum(success) / len(success) - rate) > 1e-6:
             raise EntryError(path, f"{where}.evaluations[{j}].success_rate", "disagrees with the success flags",
@@ -167,7 +217,7 @@ def entry_names(entries_dir: str | Path, *, exclude: str | Path | None = None) -
             continue
         try:
             name = json.loads(p.read_text(encoding="utf-8")).get("name")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):  # unreadable: its own validation says why
             name = None
         names[str(name or p.stem).lower()] = p
     return names
