@@ -129,3 +129,21 @@ def test_malformed_files_are_refused(tmp_path):
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(OffbenchError, match="not a readable"):
         import_from_ogbench(tmp_path / "junk.npz", dataset_id="imported/x/y-v0", env_id="X-v0")
+
+
+def test_cli_round_trip_and_a_missing_file(small, tmp_path, capsys):
+    """``offbench datasets export-ogbench`` / ``import-ogbench`` call the same functions; bad input is one line."""
+    from offbench.cli import main
+
+    npz = tmp_path / "pointmaze-medium-navigate-v0.npz"
+    assert main(["datasets", "export-ogbench", str(small.path), str(npz)]) == 0
+    back = tmp_path / "back.hdf5"
+    assert main(["datasets", "import-ogbench", str(npz), "--id", "goal/pointmaze-medium/mine-v0",
+                 "--out", str(back)]) == 0
+    imported = read_dataset(back)
+    np.testing.assert_array_equal(imported.observations["observation"] if isinstance(imported.observations, dict)
+                                  else imported.observations, ogbench.load_dataset(str(npz))["observations"])
+    assert main(["datasets", "export-ogbench", str(small.path), str(npz)]) == 2  # exists: --overwrite
+    assert main(["datasets", "import-ogbench", str(tmp_path / "nope.npz"), "--id", "goal/x/y-v0"]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "nope.npz: no such file" in err and "Traceback" not in err

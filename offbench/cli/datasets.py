@@ -187,6 +187,22 @@ def cmd_import_minari(args) -> int:
     return 0
 
 
+def cmd_export_ogbench(args) -> int:
+    from offbench.data.ogbench_interop import export_to_ogbench
+
+    path = export_to_ogbench(args.id, args.path, overwrite=args.overwrite)
+    print(f"exported {args.id} -> {path} (read it with ogbench.load_dataset)")
+    return 0
+
+
+def cmd_import_ogbench(args) -> int:
+    from offbench.data.ogbench_interop import import_from_ogbench
+
+    path = import_from_ogbench(args.path, dataset_id=args.id, out=args.out, env_id=args.env)
+    print(f"imported {args.path} -> {path} (load it with offbench.load_dataset({args.id!r}))")
+    return 0
+
+
 def register(commands) -> None:
     """Add the ``datasets`` group to the top-level subparsers."""
     datasets = commands.add_parser("datasets", help="list, build, download, verify and convert datasets")
@@ -258,3 +274,17 @@ def register(commands) -> None:
     p.add_argument("--out", help="output file (default: the cache)")
     p.add_argument("--minari-root", help="Minari's datasets directory (default: $MINARI_DATASETS_PATH)")
     p.set_defaults(func=cmd_import_minari)
+
+    p = sub.add_parser("export-ogbench", help="write a goal-conditioned dataset as an OGBench .npz file")
+    p.add_argument("id", metavar="ID|PATH")
+    p.add_argument("path", metavar="FILE.npz", help="name a validation split <name>-val.npz, as OGBench expects")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export_ogbench)
+
+    p = sub.add_parser("import-ogbench", help="convert an OGBench .npz file into the offbench store")
+    p.add_argument("path", metavar="FILE.npz")
+    p.add_argument("--id", required=True, help="offbench dataset id to record, e.g. goal/pointmaze-medium/mydata-v0")
+    p.add_argument("--env", help="environment id (default: from an OGBench file name such as "
+                   "pointmaze-medium-navigate-v0.npz)")
+    p.add_argument("--out", help="output file (default: the cache)")
+    p.set_defaults(func=cmd_import_ogbench)

@@ -156,11 +156,13 @@ def import_from_ogbench(path: str | os.PathLike, *, dataset_id: str, out: str | 
     from offbench.data.writer import DatasetWriter
 
     path = Path(path)
+    if not path.is_file():
+        raise OffbenchError(f"{path}: no such file; give the path of an OGBench .npz dataset")
     check_dataset_id(dataset_id)
     env_id = env_id or _default_env_id(path)
     if env_id is None:
         raise OffbenchError(f"{path}: cannot tell the environment from the file name; pass env_id "
-                            "(e.g. 'offbench/pointmaze-medium-v0')")
+                            "(--env on the command line; e.g. 'offbench/pointmaze-medium-v0')")
     data = _read_npz(path)
     for key in ("observations", "actions", "terminals"):
         if key not in data:
