@@ -72,3 +72,12 @@ def check_positive(config: Any, names: tuple[str, ...], *, what: str) -> None:
         value = getattr(config, name)
         if value < 1:
             raise OffbenchError(f"{what} {name}={value!r}: must be at least 1")
+
+
+def split_settings(values: dict[str, Any], config_class: type, *, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config's, the rest)``: the ``values`` that are fields of ``config_class`` (type-checked, see
+    :func:`check_settings`) and the others (an algorithm's or agent's settings, checked by their owner)."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    own = {k: v for k, v in values.items() if k in names}
+    check_settings(config_class, own, what=what)
+    return own, {k: v for k, v in values.items() if k not in names}

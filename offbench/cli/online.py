@@ -9,17 +9,11 @@ from offbench.cli.common import parse_overrides, positive_int
 
 
 def cmd_train(args) -> int:
-    from dataclasses import fields
-
     from offbench.cli.common import writable_dir
-    from offbench.config import check_settings
+    from offbench.config import split_settings
     from offbench.online import OnlineConfig, OnlineRun
 
-    overrides = parse_overrides(args.set)
-    loop_keys = {f.name for f in fields(OnlineConfig)}
-    loop = {k: v for k, v in overrides.items() if k in loop_keys}
-    agent = {k: v for k, v in overrides.items() if k not in loop_keys}
-    check_settings(OnlineConfig, loop, what="online loop setting")
+    loop, agent = split_settings(parse_overrides(args.set), OnlineConfig, what="online loop setting")
     config = OnlineConfig(env_id=args.env, algo=args.algo, steps=args.steps, seed=args.seed,
                           threads=args.threads, agent=agent, **loop)
     out = writable_dir(args.out)

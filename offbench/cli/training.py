@@ -9,25 +9,18 @@ from offbench.errors import OffbenchError
 
 
 def cmd_train(args) -> int:
-    from dataclasses import fields
-
+    from offbench.algorithm import load_algorithm_class, make_config
     from offbench.cli.common import writable_dir
-    from offbench.config import check_positive, check_settings
+    from offbench.config import check_positive, split_settings
     from offbench.data import load_dataset
     from offbench.data.catalogue import offbench_home
     from offbench.train import TrainConfig, train_run
 
     # Everything the user typed is checked before the dataset is read or a step is trained.
-    overrides = parse_overrides(args.set)
-    train_keys = {f.name for f in fields(TrainConfig)}
-    train = {k: v for k, v in overrides.items() if k in train_keys}
-    algo = {k: v for k, v in overrides.items() if k not in train_keys}
-    check_settings(TrainConfig, train, what="training setting")
+    train, algo = split_settings(parse_overrides(args.set), TrainConfig, what="training setting")
     config = TrainConfig(seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}), **train)
     check_positive(config, ("steps", "batch_size", "eval_every", "eval_episodes", "final_eval_episodes",
                             "checkpoint_every", "log_every", "threads"), what="training setting")
-    from offbench.algorithm import load_algorithm_class, make_config
-
     make_config(load_algorithm_class(args.algo), algo)  # unknown or mistyped algorithm settings
     out = writable_dir(args.out) if args.out else None
     dataset = load_dataset(args.dataset)
