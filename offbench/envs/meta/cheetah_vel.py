@@ -1,0 +1,62 @@
+r"""HalfCheetahVel: run at a target velocity (Finn et al. 2017 MAML; PEARL, Rakelly et al. 2019).
+
+Exact semantics
+---------------
+- Dynamics and observation: Gymnasium's ``HalfCheetah-v5`` with its default keywords (17-number
+  observation without the x position; ``frame_skip`` 5, ``dt`` 0.05 s).
+- Task: ``{"velocity": v}``, ``v ~ U[0, 3]`` (PEARL's ``rlkit/envs/half_cheetah_vel.py``).
+- Reward: ``-|v_x - v| - 0.05 ||a||^2`` with ``v_x`` = (x after - x before) / dt, the forward
+  velocity Gymnasium reports as ``info["x_velocity"]`` (PEARL: ``forward_reward = -|v_x - v|``,
+  ``ctrl_cost = 0.5 * 1e-1 * sum(a^2)``). ``info`` also has ``reward_forward`` and ``reward_ctrl``.
+- Episode: ``episode_length`` = 200 steps (PEARL's ``max_path_length``), then ``truncated``;
+  the environment never terminates.
+
+This module imports MuJoCo; ``offbench.envs.meta`` registers the id without importing it.
+"""
+from __future__ import annotations
+
+import numpy as np
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+from offbench.envs.meta.api import MetaTaskMixin, Task, check_count, task_field
+from offbench.errors import OffbenchError
+
+VELOCITY_RANGE = (0.0, 3.0)
+CONTROL_COST = 0.05
+EPISODE_LENGTH = 200
+
+
+class HalfCheetahVelEnv(MetaTaskMixin, HalfCheetahEnv):
+    """HalfCheetah-v5 with PEARL's target-velocity reward (module doc)."""
+
+    family = "HalfCheetahVel"
+
+    def __init__(self, episode_length: int = EPISODE_LENGTH, **kwargs):
+        self.episode_length = check_count(episode_length, "episode_length")
+        super().__init__(**kwargs)
+        self._t = 0
+
+    def _draw_task(self, rng: np.random.Generator) -> Task:
+        return {"velocity": float(rng.uniform(*VELOCITY_RANGE))}
+
+    def _check_task(self, task: Task) -> Task:
+        velocity = float(task_field(task, "velocity", (), self.family))
+        if not VELOCITY_RANGE[0] <= velocity <= VELOCITY_RANGE[1]:
+            raise OffbenchError(f"{self.family}: target velocity {velocity} is outside {list(VELOCITY_RANGE)}")
+        return {"velocity": velocity}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = super().reset(seed=seed)
+        self._start_episode_task(options)
+        self._t = 0
+        return obs, {**info, **self._task_info()}
+
+    def step(self, action):
+        if self._task is None:
+            raise OffbenchError(f"{self.family}: call reset() before step()")
+        obs, _, _, _, info = super().step(action)
+        forward = -abs(info["x_velocity"] - self._task["velocity"])
+        control = -CONTROL_COST * float(np.sum(np.square(action)))
+        self._t += 1
+        info = {**info, "reward_forward": forward, "reward_ctrl": control, **self._task_info()}
+        return obs, forward + control, False, self._t >= self.episode_length, info
