@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from offbench.errors import OffbenchError
+from offbench.evaluation import settling
 from offbench.evaluation.colors import assign_colors
 from offbench.evaluation.literature import D4RL_SOURCE, D4RL_TITLE, d4rl_reference
 
@@ -281,6 +282,11 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                                           **{k: [float(v) for v in est[k]] for k in ("mean", "low", "high")},
                                           "n": int(est["n"])}
 
+    # -- has each cell's curve settled? (slope over the last evaluations, evaluation/settling.py)
+    slopes = settling.curve_slopes(done, units, window=max(settling.DEFAULT_WINDOW, protocol.headline.n),
+                                   min_change={d: settling.MIN_CHANGE if units[d] == "normalized_score" else 0.0
+                                               for d in datasets})
+
     steps = {a: _train_setting(protocol, a, "steps") for a in algorithms}
     return {
         "results_dir": str(results_dir),
@@ -302,7 +308,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "aggregate_groups": groups, "aggregates": aggregates,
         "optimality_gap_gamma": stats.DEFAULT_GAMMA,
         "probability_of_improvement": poi, "performance_profiles": profiles, "learning_curves": curves,
-        "missing_runs": missing, "notes": notes, "d4rl": d4rl,
+        "missing_runs": missing, "notes": notes, "d4rl": d4rl, "settling": slopes,
     }
 
 
@@ -417,12 +423,15 @@ def _dataset_label(view: dict, dataset: str) -> str:
     return dataset + (" (return)" if view["units"][dataset] != "normalised score" else "")
 
 
-def _markdown_table(report: dict, view: dict) -> list[str]:
+def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> list[str]:
+    """The per-dataset table; ``marks`` (the report's ``settling``) appends ↑ / ↓ to unsettled cells."""
     algos, seeds = report["algorithms"], len(report["protocol"]["seeds"])
+    arrow = {"climbing": " ↑", "falling": " ↓"}
     lines = ["| dataset | data | " + " | ".join(algos) + " |", "|---|---|" + "---|" * len(algos)]
     for dataset in view["datasets"]:
         lines.append(f"| {_dataset_label(view, dataset)} | {_fmt(view['behaviour'].get(dataset))} | "
-                     + " | ".join(_cell_text(view["cells"][dataset][a], seeds) for a in algos) + " |")
+                     + " | ".join(_cell_text(view["cells"][dataset][a], seeds) + arrow.get(
+                         ((marks or {}).get(dataset, {}).get(a) or {}).get("verdict"), "") for a in algos) + " |")
     for label, estimates in _aggregate_rows(report, view):
         lines.append(f"| **{label}** | | " + " | ".join(_estimate_text(estimates[a]) for a in algos) + " |")
     return lines
@@ -462,7 +471,8 @@ def render_table_md(report: dict) -> str:
     lines += ["## Headline score (normalised with each dataset's own reference returns)", "",
               f"{OWN_NORMALISATION} `data`: the dataset's own mean episode return, normalised (the behaviour level).",
               ""]
-    lines += _markdown_table(report, _view(report, "headline")) + [""]
+    lines += _markdown_table(report, _view(report, "headline"), marks=report.get("settling")) + [""]
+    lines += settling.markdown_lines(report.get("settling") or {}, report["algorithms"], report["datasets"])
     if report["notes"]:
         lines += ["Notes:", ""] + [f"- {n}" for n in report["notes"]] + [""]
     if report["missing_runs"]:
