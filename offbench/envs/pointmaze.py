@@ -330,6 +330,11 @@ class MazeGeometry:
             env.close()
 
     def _bfs(self, start: tuple[int, int]) -> np.ndarray:
+        """BFS step counts from ``start`` to every cell (-1: unreachable or wall)."""
+        return self._bfs_order(start)[0]
+
+    def _bfs_order(self, start: tuple[int, int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """(step counts, free cells in BFS discovery order) from ``start``."""
         rows, cols = self.maze_map.shape
         dist = np.full((rows, cols), -1, dtype=np.int64)
         dist[start] = 0
@@ -343,7 +348,7 @@ class MazeGeometry:
                 if 0 <= ni < rows and 0 <= nj < cols and self.maze_map[ni, nj] == 0 and dist[ni, nj] == -1:
                     dist[ni, nj] = dist[i, j] + 1
                     queue.append((ni, nj))
-        return dist
+        return dist, queue
 
     def _is_hallway(self, cell: tuple[int, int]) -> bool:
         """A straight corridor cell (free above and below, walls left and right, or the transpose);
@@ -357,21 +362,8 @@ class MazeGeometry:
     def cells_at_distance(self, start: tuple[int, int], steps: int) -> list[tuple[int, int]]:
         """Free cells exactly ``steps`` BFS steps from ``start``, in OGBench's discovery order
         (the order its stitch script lists candidate goals in)."""
-        rows, cols = self.maze_map.shape
-        dist = np.full((rows, cols), -1, dtype=np.int64)
-        dist[start] = 0
-        queue, head, found = [start], 0, []
-        while head < len(queue):
-            i, j = queue[head]
-            head += 1
-            for di, dj in _NEIGHBOURS:
-                ni, nj = i + di, j + dj
-                if 0 <= ni < rows and 0 <= nj < cols and self.maze_map[ni, nj] == 0 and dist[ni, nj] == -1:
-                    dist[ni, nj] = dist[i, j] + 1
-                    queue.append((ni, nj))
-                    if dist[ni, nj] == steps:
-                        found.append((ni, nj))
-        return found
+        dist, order = self._bfs_order(start)
+        return [cell for cell in order[1:] if dist[cell] == steps]  # order[0] is the start
 
     @staticmethod
     def cell_of(xy) -> np.ndarray:
