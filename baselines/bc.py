@@ -54,19 +54,26 @@ class BC(Algorithm):
             return -self.policy.log_prob(features, actions).mean()
         return ((self.policy(features) - actions) ** 2).sum(-1).mean()
 
-    def update(self, batch) -> dict[str, float]:
-        loss = self.loss(batch.observations, batch.actions)
-        self.optim.zero_grad(set_to_none=True)
+    compiled_parts = ("_gradients",)
+
+    def _gradients(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The loss and its backward pass (what ``compile_update`` compiles)."""
+        loss = self.loss(obs, actions)
         loss.backward()
+        return loss.detach()
+
+    def update(self, batch) -> dict[str, torch.Tensor]:
+        loss = self._gradients(batch.observations, batch.actions)
         self.optim.step()
-        return {"bc_loss": loss.item()}
+        self.optim.zero_grad(set_to_none=True)
+        return {"bc_loss": loss}  # a 0-d tensor: the training loop reads it when it logs
 
     @torch.no_grad()
     def act(self, observations: np.ndarray) -> np.ndarray:
-        features = self.encoder(torch.as_tensor(np.asarray(observations)))
+        features = self.encoder(torch.as_tensor(np.asarray(observations), device=self.device))
         if self.discrete:
-            return self.policy(features, deterministic=True)[0].numpy()
-        return self.policy(features).numpy()
+            return self.policy(features, deterministic=True)[0].cpu().numpy()
+        return self.policy(features).cpu().numpy()
 
     def optimizers(self):
         return {"policy": self.optim}

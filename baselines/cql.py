@@ -96,6 +96,7 @@ class CQL(Algorithm):
             self.actor_optim = adam(self.actor.parameters(), lr=config.actor_lr)
             self.entropy_optim = adam([self.log_entropy_alpha], lr=config.actor_lr)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self._critic_params, self._target_params = list(self.critic.parameters()), list(self.critic_target.parameters())
         self.critic_optim = adam(self.critic.parameters(), lr=config.critic_lr)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.alpha)), requires_grad=config.lagrange)
         if config.lagrange:
@@ -106,21 +107,38 @@ class CQL(Algorithm):
         return dataset
 
     # ------------------------------------------------------------------ the regulariser
+    def draw_noise(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """Every random draw of one continuous update, in the order the update uses them: the
+        standard normal for a' ~ pi(.|s') [B, A], the uniform proposals in [0, 1) [B, N, A], the
+        standard normals of the policy proposals at s and s' [2B, N, A], and the standard normal
+        of the actor step's a ~ pi(.|s) [B, A]."""
+        n, act_dim, device, g = self.config.num_sampled_actions, len(self.action_low), self.action_low.device, \
+            self.generator
+        return {"next": torch.randn((batch_size, act_dim), generator=g, device=device),
+                "uniform": torch.rand((batch_size, n, act_dim), generator=g, device=device),
+                "proposal": torch.randn((2 * batch_size, n, act_dim), generator=g, device=device),
+                "actor": torch.randn((batch_size, act_dim), generator=g, device=device)}
+
     @torch.no_grad()
-    def sample_actions(self, obs: torch.Tensor, next_obs: torch.Tensor
+    def sample_actions(self, obs: torch.Tensor, next_obs: torch.Tensor, noise: dict[str, torch.Tensor] | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """The 3N proposal actions per state and their log-densities: [B, 3N, A] and [B, 3N].
 
-        Order along the sample axis: N uniform, N from pi(.|s), N from pi(.|s')."""
+        Order along the sample axis: N uniform, N from pi(.|s), N from pi(.|s'). ``noise``: the
+        ``draw_noise`` draws to use (drawn from ``generator`` here if None)."""
         n, batch = self.config.num_sampled_actions, len(obs)
         low, high = self.action_low, self.action_high
-        uniform = low + (high - low) * torch.rand((batch, n, len(low)), generator=self.generator)
+        unit = noise["uniform"] if noise is not None else \
+            torch.rand((batch, n, len(low)), generator=self.generator, device=low.device)
+        uniform = low + (high - low) * unit
         mean, log_std = self.actor.distribution(torch.cat([obs, next_obs]))  # [2B, A] each
         mean, log_std = mean.unsqueeze(1).expand(-1, n, -1), log_std.unsqueeze(1).expand(-1, n, -1)
-        u = mean + log_std.exp() * torch.randn(mean.shape, generator=self.generator)
+        normal = noise["proposal"] if noise is not None else \
+            torch.randn(mean.shape, generator=self.generator, device=mean.device)
+        u = mean + log_std.exp() * normal
         policy_actions, policy_log_prob = self.actor._squash(u, mean, log_std)  # [2B, N, A], [2B, N]
         actions = torch.cat([uniform, policy_actions[:batch], policy_actions[batch:]], dim=1)
-        log_density = torch.cat([torch.full((batch, n), self.uniform_log_density),
+        log_density = torch.cat([torch.full((batch, n), self.uniform_log_density, device=low.device),
                                  policy_log_prob[:batch], policy_log_prob[batch:]], dim=1)
         return actions, log_density
 
@@ -130,11 +148,13 @@ class CQL(Algorithm):
         logsumexp_i(Q(s, a_i) - log p(a_i)) - log M. ``q_sampled`` [critics, B, M], ``log_density`` [B, M]."""
         return torch.logsumexp(q_sampled - log_density, dim=-1) - math.log(q_sampled.shape[-1])
 
-    def critic_loss(self, batch, obs: torch.Tensor, next_obs: torch.Tensor
+    def critic_loss(self, batch, obs: torch.Tensor, next_obs: torch.Tensor,
+                    noise: dict[str, torch.Tensor] | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. (4): 1/2 TD error + alpha * gap, gap = logsumexp_a Q(s, a) - Q(s, a_data) (per critic).
 
-        Returns the loss, the per-critic gaps [critics] (for the Lagrange step) and metrics."""
+        Returns the loss, the per-critic gaps [critics] (for the Lagrange step) and metrics.
+        ``noise``: the ``draw_noise`` draws (continuous actions; drawn from ``generator`` if None)."""
         cfg = self.config
         not_done = 1.0 - batch.terminations
         with torch.no_grad():
@@ -145,11 +165,15 @@ class CQL(Algorithm):
                 next_v = q_next_target.gather(-1, best.view(1, -1, 1).expand(q_next_target.shape[0], -1, 1))
                 next_v = next_v.squeeze(-1).min(0).values
             else:
-                next_action, next_log_prob = self.actor(next_obs, generator=self.generator)
+                if noise is None:
+                    next_action, next_log_prob = self.actor(next_obs, generator=self.generator)
+                else:
+                    next_action, next_log_prob = self.actor(next_obs, noise=noise["next"])
                 next_v = self.critic_target(next_obs, next_action).min(0).values
                 if cfg.backup_entropy:
                     next_v = next_v - self.log_entropy_alpha.exp() * next_log_prob
-                sampled, log_density = self.sample_actions(obs, next_obs)
+                sampled, log_density = self.sample_actions(obs, next_obs) if noise is None else \
+                    self.sample_actions(obs, next_obs, noise)
             target = batch.rewards + cfg.gamma * not_done * next_v
 
         if self.discrete:
@@ -181,45 +205,59 @@ class CQL(Algorithm):
         return -(self.log_alpha.exp() * (gap - self.config.target_action_gap)).mean()
 
     # ------------------------------------------------------------------ one step
-    def update(self, batch) -> dict[str, float]:
-        cfg = self.config
+    compiled_parts = ("_critic_gradients", "_actor_gradients")
+
+    def _critic_gradients(self, batch, noise: dict[str, torch.Tensor] | None):
+        """Critic loss and backward: (encoded observations, per-critic gaps, metrics)."""
         obs, next_obs = self.encoder(batch.observations), self.encoder(batch.next_observations)
-        critic_loss, gap, info = self.critic_loss(batch, obs, next_obs)
-        self.critic_optim.zero_grad(set_to_none=True)
+        critic_loss, gap, info = self.critic_loss(batch, obs, next_obs, noise)
         critic_loss.backward()
+        return obs, gap, {k: v.detach() for k, v in info.items()}
+
+    def _actor_gradients(self, obs: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """SAC's actor and temperature losses, one backward (they reach disjoint parameters; the
+        critics' weights are frozen by the caller): their metrics."""
+        entropy_alpha = self.log_entropy_alpha.exp().detach()
+        action, log_prob = self.actor(obs, noise=noise)
+        q_new = self.critic(obs, action).min(0).values  # the gradient flows through Q(s, .) to the action only
+        actor_loss = (entropy_alpha * log_prob - q_new).mean()
+        entropy_loss = -(self.log_entropy_alpha * (log_prob.detach() + self.target_entropy)).mean()
+        (actor_loss + entropy_loss).backward()
+        return {"actor_loss": actor_loss.detach(), "entropy_alpha": entropy_alpha, "entropy": -log_prob.detach().mean()}
+
+    def update(self, batch) -> dict[str, torch.Tensor]:
+        """Critic step (and the Lagrange step), then the actor and temperature steps, then the
+        Polyak update. Metrics are 0-d tensors (no host read here; the training loop reads them)."""
+        cfg = self.config
+        noise = None if self.discrete else self.draw_noise(len(batch.rewards))
+        obs, gap, info = self._critic_gradients(batch, noise)
         self.critic_optim.step()
+        self.critic_optim.zero_grad(set_to_none=True)
         if cfg.lagrange:
             alpha_loss = self.lagrange_loss(gap)
-            self.lagrange_optim.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.lagrange_optim.step()
+            self.lagrange_optim.zero_grad(set_to_none=True)
 
         if not self.discrete:  # SAC's actor and temperature steps
-            entropy_alpha = self.log_entropy_alpha.exp().detach()
-            action, log_prob = self.actor(obs, generator=self.generator)
-            self.critic.requires_grad_(False)  # the actor's gradient flows through Q(s, .) to the action only
-            q_new = self.critic(obs, action).min(0).values
+            self.critic.requires_grad_(False)
+            info.update(self._actor_gradients(obs, noise["actor"]))
             self.critic.requires_grad_(True)
-            actor_loss = (entropy_alpha * log_prob - q_new).mean()
-            self.actor_optim.zero_grad(set_to_none=True)
-            actor_loss.backward()
             self.actor_optim.step()
-            entropy_loss = -(self.log_entropy_alpha * (log_prob.detach() + self.target_entropy)).mean()
-            self.entropy_optim.zero_grad(set_to_none=True)
-            entropy_loss.backward()
+            self.actor_optim.zero_grad(set_to_none=True)
             self.entropy_optim.step()
-            info.update(actor_loss=actor_loss, entropy_alpha=entropy_alpha, entropy=-log_prob.detach().mean())
+            self.entropy_optim.zero_grad(set_to_none=True)
 
-        soft_update(self.critic_target, self.critic, cfg.tau)
-        return {k: v.item() for k, v in info.items()}
+        soft_update(self._target_params, self._critic_params, cfg.tau)
+        return info
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, observations: np.ndarray) -> np.ndarray:
-        features = self.encoder(torch.as_tensor(np.asarray(observations)))
+        features = self.encoder(torch.as_tensor(np.asarray(observations), device=self.device))
         if self.discrete:
-            return self.critic(features).min(0).values.argmax(-1).numpy()
-        return self.actor(features, deterministic=True)[0].numpy()
+            return self.critic(features).min(0).values.argmax(-1).cpu().numpy()
+        return self.actor(features, deterministic=True)[0].cpu().numpy()
 
     def optimizers(self):
         optims = {"critic": self.critic_optim}

@@ -87,9 +87,14 @@ class IQL(Algorithm):
             self.critic = QEnsemble(obs_dim, act_dim, config.critics, hidden)  # [critics, B]
             self.policy = GaussianPolicy(obs_dim, act_dim, hidden, action_space.low, action_space.high)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self._critic_params, self._target_params = list(self.critic.parameters()), list(self.critic_target.parameters())
         self.value = mlp(obs_dim, 1, hidden)
         self.register_buffer("reward_scale", torch.tensor(1.0))
         self.register_buffer("updates", torch.tensor(0, dtype=torch.int64))
+        # ``updates`` on the host, for the actor's cosine schedule without reading the buffer back
+        # every step; None until first needed, and again after a state dict is loaded.
+        self._host_updates: int | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_host_updates", None))
         self.optim = adam([
             {"params": self.value.parameters(), "name": "value"},
             {"params": self.critic.parameters(), "name": "critic"},
@@ -150,23 +155,35 @@ class IQL(Algorithm):
                 "weight_mean": weights.mean(), "weight_clipped": (weights >= cfg.max_weight).float().mean()}
         return value_loss + critic_loss + actor_loss, info
 
-    def update(self, batch) -> dict[str, float]:
+    def update(self, batch) -> dict[str, torch.Tensor]:
+        """One step of all three losses. Metrics are 0-d tensors (no host read here)."""
         if self.config.actor_cosine_steps > 0:
-            progress = min(int(self.updates), self.config.actor_cosine_steps) / self.config.actor_cosine_steps
+            if self._host_updates is None:
+                self._host_updates = int(self.updates)  # once per run or resume, not per step
+            progress = min(self._host_updates, self.config.actor_cosine_steps) / self.config.actor_cosine_steps
             self.optim.param_groups[2]["lr"] = self.config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-        total, info = self.loss(batch)
-        self.optim.zero_grad(set_to_none=True)
-        total.backward()
+        info = self._gradients(batch)
         self.optim.step()
-        soft_update(self.critic_target, self.critic, self.config.tau)
+        self.optim.zero_grad(set_to_none=True)
+        soft_update(self._target_params, self._critic_params, self.config.tau)
         self.updates += 1
-        return {k: v.item() for k, v in info.items()}
+        if self._host_updates is not None:
+            self._host_updates += 1
+        return info
+
+    compiled_parts = ("_gradients",)
+
+    def _gradients(self, batch) -> dict[str, torch.Tensor]:
+        """The three losses and one backward pass (what ``compile_update`` compiles): the metrics."""
+        total, info = self.loss(batch)
+        total.backward()
+        return {k: v.detach() for k, v in info.items()}
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, observations: np.ndarray) -> np.ndarray:
-        features = self.encoder(torch.as_tensor(np.asarray(observations)))
-        return self.policy(features, deterministic=True)[0].numpy()
+        features = self.encoder(torch.as_tensor(np.asarray(observations), device=self.device))
+        return self.policy(features, deterministic=True)[0].cpu().numpy()
 
     def optimizers(self):
         return {"iql": self.optim}

@@ -63,6 +63,9 @@ class TD3BC(Algorithm):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optim = adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic_optim = adam(self.critic.parameters(), lr=config.critic_lr)
+        # both Polyak updates (actor and critics) as one fused op over these lists
+        self._online_params = [*self.actor.parameters(), *self.critic.parameters()]
+        self._target_params = [*self.actor_target.parameters(), *self.critic_target.parameters()]
         self._updates = 0  # critic updates so far; saved in the state_dict (get_extra_state)
         self._actor_metrics: dict[str, torch.Tensor] = {}  # of the latest actor update
 
@@ -71,17 +74,24 @@ class TD3BC(Algorithm):
         return dataset
 
     def make_sampler(self, dataset: Dataset, batch_size: int, seed: int):
-        return TransitionSampler(dataset, batch_size=batch_size, seed=seed, gamma=self.config.gamma)
+        return TransitionSampler(dataset, batch_size=batch_size, seed=seed, gamma=self.config.gamma,
+                                 device=self.device)
 
     # ------------------------------------------------------------------ losses
-    def critic_loss(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """TD3's clipped double-Q regression with target policy smoothing; returns (loss, Q [2, B])."""
+    def critic_loss(self, batch: TransitionBatch, noise: torch.Tensor | None = None,
+                    obs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """TD3's clipped double-Q regression with target policy smoothing; returns (loss, Q [2, B]).
+        ``noise``: the standard normal draw eps / sigma [B, A] (drawn from ``generator`` if None);
+        ``obs``: the encoded observations, if already computed."""
         cfg = self.config
-        obs, next_obs = self.encoder(batch.observations), self.encoder(batch.next_observations)
+        obs = self.encoder(batch.observations) if obs is None else obs
+        next_obs = self.encoder(batch.next_observations)
         scale = self.actor.action_scale
         with torch.no_grad():
             # a' = clip(pi_target(s') + clip(eps, -c, c), low, high), eps ~ N(0, sigma^2), both x half-range.
-            eps = torch.randn(batch.actions.shape, generator=self.generator) * cfg.policy_noise
+            if noise is None:
+                noise = torch.randn(batch.actions.shape, generator=self.generator, device=scale.device)
+            eps = noise * cfg.policy_noise
             next_action = self.actor_target(next_obs) + eps.clamp(-cfg.noise_clip, cfg.noise_clip) * scale
             next_action = next_action.clamp(self.actor.action_bias - scale, self.actor.action_bias + scale)
             # y = r + gamma (1 - terminated) min_j Q'_j(s', a'); discounts = gamma for 1-step batches.
@@ -90,9 +100,10 @@ class TD3BC(Algorithm):
         q = self.critic(obs, batch.actions)
         return ((q - target) ** 2).mean(1).sum(), q  # sum over the two critics of their MSE
 
-    def actor_loss(self, batch: TransitionBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def actor_loss(self, batch: TransitionBatch, obs: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The paper's eq. 3 as a loss: -lambda Q_1(s, pi(s)) + (pi(s) - a)^2, lambda = alpha / mean|Q_1|."""
-        obs = self.encoder(batch.observations)
+        obs = self.encoder(batch.observations) if obs is None else obs
         pi = self.actor(obs)
         q = self.critic(obs, pi)[0]
         lam = self.config.alpha / q.abs().mean().detach()
@@ -100,28 +111,41 @@ class TD3BC(Algorithm):
         return -lam * q.mean() + bc, {"lambda": lam, "bc_loss": bc.detach()}
 
     # ------------------------------------------------------------------ training
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
-        critic_loss, q = self.critic_loss(batch)
-        self.critic_optim.zero_grad(set_to_none=True)
+    compiled_parts = ("_critic_gradients", "_actor_gradients")
+
+    def _critic_gradients(self, batch: TransitionBatch, noise: torch.Tensor):
+        """Critic loss and backward: (encoded observations, loss, mean Q)."""
+        obs = self.encoder(batch.observations)
+        critic_loss, q = self.critic_loss(batch, noise, obs)
         critic_loss.backward()
+        return obs, critic_loss.detach(), q.detach().mean()
+
+    def _actor_gradients(self, batch: TransitionBatch, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Actor loss and backward (the critics' weights frozen by the caller): its metrics."""
+        actor_loss, info = self.actor_loss(batch, obs)
+        actor_loss.backward()
+        return {"actor_loss": actor_loss.detach(), **info}
+
+    def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
+        """One critic step, and on every ``policy_delay``-th call the actor step and the Polyak
+        updates. Metrics are 0-d tensors (no host read here; the training loop reads them)."""
+        noise = torch.randn(batch.actions.shape, generator=self.generator, device=self.actor.action_scale.device)
+        obs, critic_loss, q_mean = self._critic_gradients(batch, noise)
         self.critic_optim.step()
+        self.critic_optim.zero_grad(set_to_none=True)
 
         # Delayed actor and target updates: on critic updates 1, 3, 5, ... for policy_delay 2 (the
         # authors' code starts at the 2nd; starting at the 1st lets every step report actor metrics).
         if self._updates % self.config.policy_delay == 0:
             self.critic.requires_grad_(False)  # the actor's gradient only; no critic weight gradients
-            actor_loss, info = self.actor_loss(batch)
-            self.actor_optim.zero_grad(set_to_none=True)
-            actor_loss.backward()
+            self._actor_metrics = self._actor_gradients(batch, obs)
             self.actor_optim.step()
+            self.actor_optim.zero_grad(set_to_none=True)
             self.critic.requires_grad_(True)
-            soft_update(self.actor_target, self.actor, self.config.tau)
-            soft_update(self.critic_target, self.critic, self.config.tau)
-            self._actor_metrics = {"actor_loss": actor_loss.detach(), **info}
+            soft_update(self._target_params, self._online_params, self.config.tau)  # actor and critics at once
         self._updates += 1
         # Actor metrics repeat the latest actor update's, so per-interval averages are over actor updates.
-        return {"critic_loss": critic_loss.item(), "q_mean": q.detach().mean().item(),
-                **{k: v.item() for k, v in self._actor_metrics.items()}}
+        return {"critic_loss": critic_loss, "q_mean": q_mean, **self._actor_metrics}
 
     def get_extra_state(self) -> torch.Tensor:
         return torch.tensor(self._updates)  # a resumed run keeps the policy-delay phase
@@ -131,7 +155,7 @@ class TD3BC(Algorithm):
 
     @torch.no_grad()
     def act(self, observations: np.ndarray) -> np.ndarray:
-        return self.actor(self.encoder(torch.as_tensor(np.asarray(observations)))).numpy()
+        return self.actor(self.encoder(torch.as_tensor(np.asarray(observations), device=self.device))).cpu().numpy()
 
     def optimizers(self):
         return {"actor": self.actor_optim, "critic": self.critic_optim}

@@ -155,8 +155,9 @@ def linear_awac(monkeypatch, sampled=0.0, **overrides) -> AWAC:
     set_linear(algo.actor.net[0], [0.0], [0.0])  # mean = tanh(0) = 0
     with torch.no_grad():
         algo.actor.log_std.fill_(math.log(0.5))
-    monkeypatch.setattr(algo.actor, "forward", lambda obs, deterministic=False, generator=None: (
-        torch.full((len(obs), 1), sampled), torch.zeros(len(obs))))
+    # AWAC samples through GaussianPolicy.sample (from the one mean/std forward it shares with log pi)
+    monkeypatch.setattr(algo.actor, "sample", lambda mean, std, deterministic=False, generator=None,
+                        with_log_prob=True, noise=None: (torch.full((len(mean), 1), sampled), torch.zeros(len(mean))))
     return algo
 
 
@@ -197,8 +198,9 @@ def test_awac_value_averages_policy_samples(monkeypatch):
     algo = AWAC(OBS, ACT, AWACConfig(hidden=(), normalize_observations=False, value_samples=2))
     set_critics(algo.critic)
     # Rows of the repeated batch [s1, s2, s1, s2] get a' = [0, 0.1, 0.2, 0.3].
-    monkeypatch.setattr(algo.actor, "forward", lambda obs, deterministic=False, generator=None: (
-        0.1 * torch.arange(len(obs), dtype=torch.float32).unsqueeze(1), torch.zeros(len(obs))))
+    monkeypatch.setattr(algo.actor, "sample", lambda mean, std, deterministic=False, generator=None,
+                        with_log_prob=True, noise=None: (0.1 * torch.arange(len(mean), dtype=torch.float32).unsqueeze(1),
+                                             torch.zeros(len(mean))))
     _, advantage = algo.advantage_weights(torch.tensor([[1.0], [-3.0]]), torch.tensor([[0.5], [-0.5]]))
     q_min = lambda s, a: min(2 * s + 3 * a + 1, -s + a + 0.5)  # noqa: E731
     value = [(q_min(1.0, 0.0) + q_min(1.0, 0.2)) / 2, (q_min(-3.0, 0.1) + q_min(-3.0, 0.3)) / 2]
