@@ -1,7 +1,7 @@
 """Evaluation protocols as data: which runs make a table, and how each run is scored.
 
 A protocol is a TOML file (``offbench/protocols/<name>.toml`` ships ``smoke``, ``lite`` and
-``full``; any path works too)::
+``full``, and for the goal suite ``goal``, ``goal-full`` and ``goal-smoke``; any path works too)::
 
     name = "lite"
     suite = "lite"
@@ -103,14 +103,20 @@ def protocol_for_suite(suite: str, protocol: str | Path | None = None) -> Protoc
     """The protocol ``offbench reproduce SUITE`` runs: ``protocol`` if given, else the suite's own.
 
     The suite's own is the shipped protocol named after it (``lite``), else the one shipped for
-    it (``full`` for ``locomotion``); ``smoke`` is never a default.
+    it (``full`` for ``locomotion``); ``smoke`` is never a default. A shipped name with a variant
+    for the suite, ``SUITE-NAME``, means that variant: ``--protocol smoke`` of suite ``goal`` is
+    ``goal-smoke``, ``--protocol full`` is ``goal-full``.
     """
     if protocol:
+        variant = f"{suite}-{protocol}"
+        if isinstance(protocol, str) and protocol in protocol_names() and variant in protocol_names():
+            protocol = variant
         chosen = load_protocol(protocol)
         if chosen.suite != suite:
             raise OffbenchError(f"protocol {chosen.name!r} is for suite {chosen.suite!r}, not {suite!r}")
         return chosen
-    matching = [n for n in protocol_names() if n != "smoke" and load_protocol(n).suite == suite]
+    matching = [n for n in protocol_names() if n != "smoke" and not n.endswith("-smoke")
+                and load_protocol(n).suite == suite]
     if not matching:
         suites = sorted({load_protocol(n).suite for n in protocol_names()})
         raise OffbenchError(f"no shipped protocol for suite {suite!r}: the suites are {suites}; "

@@ -43,7 +43,9 @@ from offbench.protocol import Protocol
 # Rough cost of one gradient step relative to BC at lite sizes (measured on this machine), so the
 # pool starts the longest runs first and the progress bar's ETA means something.
 RELATIVE_STEP_COST = {"bc": 1.0, "percent_bc": 1.0, "awr": 2.0, "td3_bc": 2.0, "awac": 2.5, "iql": 2.5,
-                      "cql": 12.0, "dt": 25.0, "mopo": 6.0, "combo": 14.0}
+                      "cql": 12.0, "dt": 25.0, "mopo": 6.0, "combo": 14.0,
+                      # the goal suite at the `goal` protocol's sizes (2x128, batch 256; CPU time per step)
+                      "gcbc": 1.0, "gcivl": 5.5, "gciql": 7.0, "qrl": 16.0, "crl": 11.0, "hiql": 11.0}
 STOP_GRACE_SECONDS = 15.0  # how long an interrupted pool waits for its workers' checkpoints
 PROGRESS_SECONDS = 0.5  # how often a worker reports its training step
 ETA_AFTER_SECONDS = 3.0  # of training, before the progress bar shows an ETA

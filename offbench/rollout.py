@@ -20,6 +20,7 @@ class RolloutResult:
     terminated: np.ndarray  # [episodes] bool: ended by the MDP, not the time limit
     success: np.ndarray | None = None  # [episodes] bool where the env reports info["success"] / "is_success"
     discounted_returns: np.ndarray | None = None  # [episodes] sum_t gamma^t r_t, only when rollout(gamma=...)
+    task_ids: np.ndarray | None = None  # [episodes] where the env reports info["task_id"] at reset (goal tasks)
 
     @property
     def mean(self) -> float:
@@ -69,13 +70,15 @@ def rollout(policy: Callable[[np.ndarray], np.ndarray] | EpisodicPolicy, env_id:
     terminated = np.zeros(episodes, dtype=bool)
     success = np.zeros(episodes, dtype=bool)
     saw_success = False
+    task_ids: list = [None] * episodes
     next_episode = 0
     slots: list[tuple[int, gym.Env, object]] = []  # (episode index, env, current observation)
     slot_of = {id(env): k for k, env in enumerate(envs)}
 
     def start(env):
         nonlocal next_episode
-        obs, _ = env.reset(seed=seed + next_episode)
+        obs, info = env.reset(seed=seed + next_episode)
+        task_ids[next_episode] = info.get("task_id")
         slots.append((next_episode, env, obs))
         next_episode += 1
         if episodic:
@@ -115,4 +118,5 @@ def rollout(policy: Callable[[np.ndarray], np.ndarray] | EpisodicPolicy, env_id:
     for env in envs:
         env.close()
     return RolloutResult(returns, lengths, terminated, success if saw_success else None,
-                         discounted if gamma is not None else None)
+                         discounted if gamma is not None else None,
+                         np.array(task_ids, dtype=np.int64) if all(t is not None for t in task_ids) else None)

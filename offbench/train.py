@@ -135,6 +135,12 @@ def evaluate(algorithm, dataset: Dataset, episodes: int, seed: int) -> dict:
         row.update(normalized_scores=[round(float(s), 6) for s in scores], normalized_score=float(scores.mean()))
     if result.success is not None:
         row["success_rate"] = float(result.success.mean())
+        row["successes"] = result.success.astype(int).tolist()  # raw per-episode outcomes, as returns
+    if result.task_ids is not None:  # goal tasks: which evaluation task each episode played
+        row["task_ids"] = result.task_ids.tolist()
+        if result.success is not None:
+            row["success_rate_per_task"] = {str(t): float(result.success[result.task_ids == t].mean())
+                                            for t in sorted(set(result.task_ids.tolist()))}
     return row
 
 

@@ -238,7 +238,10 @@ LOCOMOTION_REWARD_BOUNDS = (-float("inf"), float("inf"))
 # offbench/envs/gridworld.py `stitch_grid_mdp`: `STEP_COST` (-0.1) per step, `GOAL_REWARD` (+1) on
 # the step that enters the goal.
 STITCHGRID_REWARD_BOUNDS = (STEP_COST, GOAL_REWARD)
-# ogbench/locomaze/maze.py `step` (goal-conditioned mode): reward 1.0 on success, else 0.0.
+# ogbench/locomaze/maze.py `step` (goal-conditioned mode): reward 1.0 on success, else 0.0; with
+# `terminate_at_goal=True` (offbench's evaluation env) the successful step ends the episode, so an
+# episode returns 0 or 1 (`max_rewarded_steps=1`; the datasets' episodes, which do not end at the
+# goal, return the number of steps spent at goals).
 POINTMAZE_REWARD_BOUNDS = (0.0, 1.0)
 
 
@@ -263,6 +266,9 @@ class Task:
     reward_bounds: tuple[float, float] | None = None
     #: The time limit of an episode: Gymnasium's ``max_episode_steps`` (or the env's own horizon).
     max_episode_steps: int | None = None
+    #: At most this many steps of an episode earn a reward above 0 (None: any step may). PointMaze:
+    #: 1, the step that reaches the goal, which ends the evaluation episode (reward 1, else 0).
+    max_rewarded_steps: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "env_kwargs", MappingProxyType(dict(self.env_kwargs)))
@@ -276,7 +282,8 @@ class Task:
             return None
         low, high = self.reward_bounds
         steps = self.max_episode_steps
-        return min(low, steps * low), max(high, steps * high)
+        rewarded = steps if self.max_rewarded_steps is None else min(steps, self.max_rewarded_steps)
+        return min(low, steps * low), max(high, rewarded * high)
 
     def make(self, **overrides) -> gym.Env:
         """``gym.make(env_id, **env_kwargs, **overrides)`` (overrides win)."""
@@ -325,7 +332,8 @@ TASKS: dict[str, Task] = _tasks(
          reward_bounds=STITCHGRID_REWARD_BOUNDS, max_episode_steps=HORIZON),
     *(Task(f"pointmaze-{maze}", pointmaze_env_id(maze), ("goal",), observation_dim=6,
            other_env_ids=(f"pointmaze-{maze}-v0",), termination=_pointmaze,
-           reward_bounds=POINTMAZE_REWARD_BOUNDS, max_episode_steps=POINTMAZE_MAX_EPISODE_STEPS)
+           reward_bounds=POINTMAZE_REWARD_BOUNDS, max_episode_steps=POINTMAZE_MAX_EPISODE_STEPS,
+           max_rewarded_steps=1)
       for maze in POINTMAZES),
 )
 

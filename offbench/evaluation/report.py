@@ -37,6 +37,7 @@ from offbench.errors import OffbenchError
 from offbench.evaluation import settling
 from offbench.evaluation.colors import assign_colors
 from offbench.evaluation.literature import D4RL_SOURCE, D4RL_TITLE, d4rl_reference
+from offbench.evaluation.results import SUCCESS_UNIT, success_scored
 
 FIGURES = {"learning_curves": "learning_curves.png", "aggregate_metrics": "aggregate_metrics.png",
            "performance_profiles": "performance_profiles.png",
@@ -282,6 +283,10 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                                           **{k: [float(v) for v in est[k]] for k in ("mean", "low", "high")},
                                           "n": int(est["n"])}
 
+    # -- goal tasks: success rate per evaluation task (OGBench's 5 per maze), by the headline rule
+    per_task = _per_task_success(done, [d for d in datasets if units[d] == "normalized_score" and success_scored(d)],
+                                 algorithms, protocol.headline)
+
     # -- has each cell's curve settled? (slope over the last evaluations, evaluation/settling.py)
     slopes = settling.curve_slopes(done, units, window=max(settling.DEFAULT_WINDOW, protocol.headline.n),
                                    min_change={d: settling.MIN_CHANGE if units[d] == "normalized_score" else 0.0
@@ -300,7 +305,10 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "bootstrap": {"reps": reps, "seed": seed, "confidence": stats.DEFAULT_SIZE,
                       "method": "stratified bootstrap over seeds (within each dataset), percentile interval"},
         "algorithms": algorithms, "datasets": datasets,
-        "units": {d: ("normalised score" if units[d] == "normalized_score" else "return") for d in datasets},
+        "units": {d: (SUCCESS_UNIT if units[d] == "normalized_score" and success_scored(d) else
+                      "normalised score" if units[d] == "normalized_score" else "return") for d in datasets},
+        "score_label": _score_label([d for d in datasets if units[d] == "normalized_score"]),
+        "per_task": per_task,
         "behaviour": {d: _behaviour_score(d) for d in datasets},
         "suites": {d: _suite_of(d, default_suite) for d in datasets},
         "cells": cells,
@@ -319,6 +327,46 @@ def _suite_groups(datasets: list[str], default_suite: str) -> dict[str, list[str
     if len(suites) > 1:
         groups["all"] = list(datasets)
     return groups
+
+
+def _score_label(normalised: list[str]) -> str:
+    """What the aggregate scores are: success rates when every normalised dataset is success-scored."""
+    return SUCCESS_UNIT if normalised and all(success_scored(d) for d in normalised) else "normalised score"
+
+
+def _per_task_success(done, datasets: list[str], algorithms: list[str], headline) -> dict:
+    """``{dataset: {"tasks": [...], "cells": {algorithm: {task: {mean, stderr, n}}}}}``: each run's
+    success rate (%) on each evaluation task, by the protocol's headline rule over its evaluations,
+    then mean and standard error over seeds. Only rows that recorded per-episode task ids count."""
+    import numpy as np
+
+    from offbench.protocol import headline_score
+
+    out = {}
+    for dataset in datasets:
+        rows = done[(done["dataset"] == dataset) & done["task_ids"].notna() & done["successes"].notna()]
+        if rows.empty:
+            continue
+        per_run: dict[str, dict[int, list[float]]] = {}
+        tasks: set[int] = set()
+        for (algorithm, _seed), group in rows.sort_values("step").groupby(["algorithm", "seed"], sort=True):
+            series: dict[int, list[float]] = {}
+            for ids_text, flags_text in zip(group["task_ids"], group["successes"]):
+                ids, flags = np.asarray(json.loads(ids_text)), np.asarray(json.loads(flags_text), dtype=float)
+                for task in sorted(set(ids.tolist())):
+                    series.setdefault(int(task), []).append(100.0 * float(flags[ids == task].mean()))
+            for task, values in series.items():
+                tasks.add(task)
+                per_run.setdefault(algorithm, {}).setdefault(task, []).append(headline_score(values, headline))
+        cells = {}
+        for algorithm in algorithms:
+            cells[algorithm] = {}
+            for task, values in sorted(per_run.get(algorithm, {}).items()):
+                v = np.asarray(values)
+                stderr = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+                cells[algorithm][str(task)] = {"mean": float(v.mean()), "stderr": stderr, "n": int(len(v))}
+        out[dataset] = {"tasks": sorted(tasks), "cells": cells}
+    return out
 
 
 def _reference_record(dataset: str, ref) -> dict:
@@ -349,7 +397,7 @@ def _view(report: dict, kind: str) -> dict:
                 "groups": d4rl["aggregate_groups"], "aggregates": d4rl["aggregates"]}
     return {"datasets": report["datasets"], "cells": report["cells"][kind], "behaviour": report["behaviour"],
             "units": report["units"], "normalisation": "dataset", "groups": report["aggregate_groups"],
-            "aggregates": report["aggregates"][kind]}
+            "aggregates": report["aggregates"][kind], "score_label": report.get("score_label", "normalised score")}
 
 
 def _header_lines(report: dict) -> list[str]:
@@ -359,8 +407,10 @@ def _header_lines(report: dict) -> list[str]:
     exceptions = ", ".join(f"{a}: {s}" for a, s in steps.items() if s != common)
     wall = m.get("wall_time_seconds")
     boot = report["bootstrap"]
+    scored = ("success rate in %, over the evaluation tasks" if report.get("score_label") == SUCCESS_UNIT else
+              "normalised with the dataset's own reference returns unless marked")
     lines = [f"Protocol `{p['name']}` (suite `{p['suite']}`). Headline score of a run: {p['headline']['describe']} "
-             "(normalised with the dataset's own reference returns unless marked); never the best over training.",
+             f"({scored}); never the best over training.",
              f"Seeds: {', '.join(str(s) for s in p['seeds'])} ({len(p['seeds'])} per dataset); gradient steps: "
              f"{common}{f' ({exceptions})' if exceptions else ''}; evaluation every {p['eval_every']} steps.",
              f"Git commit: {m.get('git_commit') or 'unknown'}; wall time: "
@@ -409,6 +459,11 @@ def _behaviour_score(dataset_id: str, reference: tuple[float, float] | None = No
     except OffbenchError:
         return None
     mean, ref = (card.returns or {}).get("mean"), card.reference_scores or {}
+    if reference is None and success_scored(dataset_id):
+        # a goal dataset's returns count steps spent at goals, not successes: its level is the
+        # success rate of the policy that collected it, measured on the evaluation tasks (card)
+        rate = ref.get("behaviour_success")
+        return None if rate is None else round(100.0 * float(rate), 1)
     if reference is None:
         if "random" not in ref or "expert" not in ref:
             return None
@@ -420,7 +475,7 @@ def _behaviour_score(dataset_id: str, reference: tuple[float, float] | None = No
 
 
 def _dataset_label(view: dict, dataset: str) -> str:
-    return dataset + (" (return)" if view["units"][dataset] != "normalised score" else "")
+    return dataset + (" (return)" if view["units"][dataset] == "return" else "")
 
 
 def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> list[str]:
@@ -465,14 +520,46 @@ def _d4rl_lines(report: dict) -> list[str]:
     return lines + [""] + _markdown_table(report, _view(report, "d4rl")) + [""]
 
 
+SUCCESS_SCORE = ("Success rate (%), OGBench's score: the share of evaluation episodes that reach the goal (within 1.0 "
+                 "of it; the episode ends there, else after 1000 steps), over the maze's 5 evaluation tasks, "
+                 "deterministic actor. It is the goal datasets' normalised score (their cards: random 0, expert 1). "
+                 "`data`: the success rate of the policy that collected the dataset (its card's `behaviour_success`).")
+
+
+def _per_task_lines(report: dict) -> list[str]:
+    """The success rate per evaluation task, where the runs recorded which task each episode played."""
+    per_task = report.get("per_task") or {}
+    if not per_task:
+        return []
+    algos = report["algorithms"]
+    lines = ["## Success rate per evaluation task (%)", "",
+             f"Each run's success rate on each task by the headline rule ({report['protocol']['headline']['describe']}),"
+             " then mean ± standard error over seeds.", "",
+             "| dataset | task | " + " | ".join(algos) + " |", "|---|---|" + "---|" * len(algos)]
+    for dataset, info in per_task.items():
+        for task in info["tasks"]:
+            cells = []
+            for a in algos:
+                cell = info["cells"].get(a, {}).get(str(task))
+                cells.append(MISSING_CELL if cell is None else _fmt(cell["mean"]) + (
+                    "" if cell["stderr"] is None else f" ± {_fmt(cell['stderr'])}"))
+            lines.append(f"| {dataset} | {task} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render_table_md(report: dict) -> str:
     lines = [f"# Baseline table: protocol `{report['protocol']['name']}`", ""]
     lines += [f"{line}  " for line in _header_lines(report)] + [""]
-    lines += ["## Headline score (normalised with each dataset's own reference returns)", "",
-              f"{OWN_NORMALISATION} `data`: the dataset's own mean episode return, normalised (the behaviour level).",
-              ""]
+    if report.get("score_label") == SUCCESS_UNIT:
+        lines += ["## Headline score: success rate (%)", "", SUCCESS_SCORE, ""]
+    else:
+        lines += ["## Headline score (normalised with each dataset's own reference returns)", "",
+                  f"{OWN_NORMALISATION} `data`: the dataset's own mean episode return, normalised (the behaviour "
+                  "level)." + (f" Datasets marked {SUCCESS_UNIT}: {SUCCESS_SCORE}" if SUCCESS_UNIT in
+                               report["units"].values() else ""), ""]
     lines += _markdown_table(report, _view(report, "headline"), marks=report.get("settling")) + [""]
     lines += settling.markdown_lines(report.get("settling") or {}, report["algorithms"], report["datasets"])
+    lines += _per_task_lines(report)
     if report["notes"]:
         lines += ["Notes:", ""] + [f"- {n}" for n in report["notes"]] + [""]
     if report["missing_runs"]:
@@ -499,7 +586,7 @@ def _table_frame(report: dict, *kinds: str):
             unit = view["units"][dataset]
             row: dict[str, Any] = {"row": "dataset", "dataset": dataset, "suite": report["suites"][dataset],
                                    "unit": unit,
-                                   "normalisation": view["normalisation"] if unit == "normalised score" else None}
+                                   "normalisation": view["normalisation"] if unit != "return" else None}
             for a in report["algorithms"]:
                 cell = view["cells"][dataset][a] or {}
                 for key in ("mean", "std", "stderr", "low", "high", "n"):
@@ -508,7 +595,8 @@ def _table_frame(report: dict, *kinds: str):
         for group, group_datasets in view["groups"].items():
             for metric in ("mean", "iqm"):
                 row = {"row": metric, "dataset": f"{metric} over {_count(len(group_datasets), 'dataset')}",
-                       "suite": group, "unit": "normalised score", "normalisation": view["normalisation"]}
+                       "suite": group, "unit": view.get("score_label", "normalised score"),
+                       "normalisation": view["normalisation"]}
                 for a in report["algorithms"]:
                     e = view["aggregates"].get(group, {}).get(a, {}).get(metric) or {}
                     row.update({f"{a}_mean": e.get("value"), f"{a}_std": None, f"{a}_stderr": None,
@@ -553,8 +641,9 @@ def render_table_tex(report: dict) -> str:
         return lines + [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
 
     out += tabular("headline", f"Protocol {p['name']}: {p['headline']['describe']} (mean +/- standard error over "
-                   f"{seeds} seeds; aggregates with 95% bootstrap intervals), normalised with each dataset's own "
-                   "reference returns.")
+                   f"{seeds} seeds; aggregates with 95% bootstrap intervals), "
+                   + ("success rate (%)." if report.get("score_label") == SUCCESS_UNIT else
+                      "normalised with each dataset's own reference returns."))
     if report["d4rl"]:
         out += tabular("d4rl", f"Protocol {p['name']}, {D4RL_TITLE}: the same runs on D4RL's scale (not a headline; "
                        "Gymnasium v5 tasks and offbench's own datasets, not D4RL's).")
@@ -678,7 +767,7 @@ def render_figures(report: dict) -> dict[str, bytes]:
                     ax.vlines(e["value"], y - 0.3, y + 0.3, color="black", lw=1.5)
                 ax.set_title({"iqm": "IQM", "mean": "Mean", "median": "Median",
                               "optimality_gap": "Optimality gap"}[metric])
-                ax.set_xlabel("normalised score")
+                ax.set_xlabel(report.get("score_label", "normalised score"))
             axes[0].set_yticks(range(len(algos)), algos)
             axes[0].invert_yaxis()  # first algorithm on top, as in the table
             fig.suptitle(f"aggregates over {_count(len(report['aggregate_groups'][group]), 'dataset')}, "
@@ -693,7 +782,7 @@ def render_figures(report: dict) -> dict[str, bytes]:
             for algorithm, p in profiles["algorithms"].items():
                 ax.plot(taus, p["profile"], color=colors[algorithm], label=algorithm)
                 ax.fill_between(taus, p["low"], p["high"], color=colors[algorithm], alpha=0.2, lw=0)
-            ax.set_xlabel(r"normalised score $\tau$")
+            ax.set_xlabel(report.get("score_label", "normalised score") + r" $\tau$")
             ax.set_ylabel(r"fraction of runs with score $> \tau$")
             ax.set_title("performance profiles (95% bootstrap bands)", fontsize=10)
             ax.legend(frameon=False)

@@ -10,8 +10,31 @@ from pathlib import Path
 from offbench.errors import OffbenchError
 from offbench.protocol import Headline, Protocol, headline_score, load_protocol
 
-COLUMNS = ["algorithm", "dataset", "suite", "env_id", "seed", "step", "final", "episodes", "eval_seed",
-           "return_mean", "return_stderr", "normalized_score", "success_rate", "returns", "run_dir"]
+REQUIRED_COLUMNS = ["algorithm", "dataset", "suite", "env_id", "seed", "step", "final", "episodes", "eval_seed",
+                    "return_mean", "return_stderr", "normalized_score", "success_rate", "returns", "run_dir"]
+#: per-episode success flags and evaluation task ids (JSON lists, as ``returns``) where the task
+#: reports them (the goal suite); empty elsewhere and absent from older results.csv files
+OPTIONAL_COLUMNS = ["successes", "task_ids"]
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+
+#: what a goal dataset's score is (report and leaderboard label)
+SUCCESS_UNIT = "success rate (%)"
+
+
+def success_scored(dataset_id: str) -> bool:
+    """Is the dataset's normalised score a success percentage? Its card says so: reference returns
+    random 0 and expert 1 and a ``score`` that reads "success rate..." (the goal suite's cards: an
+    evaluation episode returns 1 when it reaches the goal, where it ends, and 0 otherwise, so the
+    normalised score is 100 x the success rate)."""
+    from offbench.data.catalogue import get_card
+
+    try:
+        ref = get_card(dataset_id).reference_scores or {}
+    except OffbenchError:
+        return False
+    return (ref.get("random") == 0 and ref.get("expert") == 1
+            and str(ref.get("score", "")).lower().startswith("success rate"))
 
 
 def dataset_slug(dataset_id: str) -> str:
@@ -30,7 +53,8 @@ def evaluation_rows(run_dir: Path, *, algorithm: str, dataset: str, suite: str, 
                      "eval_seed": ev["seed"], "return_mean": ev["return_mean"], "return_stderr": ev["return_stderr"],
                      "normalized_score": ev.get("normalized_score"), "success_rate": ev.get("success_rate"),
                      "returns": json.dumps(ev["returns"]),
-                     "run_dir": str(run_dir.relative_to(results_dir))})
+                     "run_dir": str(run_dir.relative_to(results_dir)),
+                     **{key: json.dumps(ev[key]) if key in ev else None for key in OPTIONAL_COLUMNS}})
     return rows
 
 
@@ -46,9 +70,12 @@ def load_results(results_dir: str | Path):
     protocol = load_protocol(results_dir / "protocol.toml")
     manifest = json.loads((results_dir / "manifest.json").read_text())
     table = pd.read_csv(results_dir / "results.csv")
-    missing = sorted(set(COLUMNS) - set(table.columns))
+    missing = sorted(set(REQUIRED_COLUMNS) - set(table.columns))
     if missing:
         raise OffbenchError(f"{results_dir / 'results.csv'}: missing columns {missing}")
+    for column in OPTIONAL_COLUMNS:
+        if column not in table.columns:
+            table[column] = None
     return protocol, manifest, table
 
 

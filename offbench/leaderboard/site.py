@@ -22,6 +22,7 @@ from typing import Any
 
 from offbench.evaluation.colors import assign_colors
 from offbench.evaluation.literature import D4RL_TITLE, d4rl_reference
+from offbench.evaluation.results import SUCCESS_UNIT, success_scored
 from offbench.leaderboard.schema import URL_PATTERN
 
 
@@ -48,6 +49,12 @@ class Group:
         """The datasets scored on D4RL's scale too (every entry of a group has the same ones)."""
         scores = self.rows[0][1] if self.rows else None
         return list(scores.d4rl.datasets) if scores is not None and scores.d4rl is not None else []
+
+    @property
+    def score_label(self) -> str:
+        """What the table's scores are: ``success rate (%)`` where every dataset's normalised score is
+        a success percentage (the goal suite), else ``normalised score``."""
+        return SUCCESS_UNIT if self.datasets and all(success_scored(d) for d in self.datasets) else "normalised score"
 
     @property
     def colors(self) -> dict[str, str]:
@@ -131,7 +138,7 @@ def iqm_figure(group: Group):
         ax.barh(ys, [s.iqm for _, s in ranked], xerr=errs, color=[colors[entry["name"]] for entry, _ in ranked],
                 ecolor="#222222", capsize=3)
         ax.set_yticks(ys, [entry["name"] for entry, _ in ranked])
-        ax.set_xlabel("IQM normalised score (95% stratified-bootstrap CI)")
+        ax.set_xlabel(f"IQM {group.score_label} (95% stratified-bootstrap CI)")
         ax.set_title(f"{group.suite} / {group.protocol.name}")
     return fig
 
@@ -161,7 +168,8 @@ def datasets_figure(group: Group):
         ax.set_ylim(-0.5, len(ys) - 0.5)
         ax.grid(axis="x", color="#eeeeee")
         ax.set_axisbelow(True)
-        ax.set_xlabel("headline score, mean ± standard error over seeds "
+        ax.set_xlabel(f"headline {SUCCESS_UNIT}, mean ± standard error over seeds" if group.score_label == SUCCESS_UNIT
+                      else "headline score, mean ± standard error over seeds "
                       "(normalised where the task has reference scores)")
         ax.set_title(f"{group.suite} / {group.protocol.name}: per-dataset scores")
         fig.legend(loc="outside right upper", title="entry (by rank)", fontsize=8, title_fontsize=8, frameon=False)
@@ -214,6 +222,7 @@ def render_readme(groups: list[Group], figures: dict[str, bytes]) -> str:
              "Every number below is recomputed from those returns (submitted aggregates are never used):",
              "a run's score is the protocol's headline rule over its evaluations' mean normalised scores",
              "(normalised with each dataset's own random and expert returns, its card's reference scores),",
+             f"(on goal-suite tables that is the {SUCCESS_UNIT}: the goal cards' reference returns are 0 and 1),",
              "and a table's aggregate is the IQM over seeds x datasets with a 95% stratified-bootstrap",
              "interval (drawn as `offbench report` draws it: the same scores give the same interval).",
              f"Entries are {RANK_RULE}.", "",
@@ -222,7 +231,8 @@ def render_readme(groups: list[Group], figures: dict[str, bytes]) -> str:
     for group in groups:
         p = group.protocol
         lines += [f"## Suite `{group.suite}`, protocol `{p.name}`", "",
-                  f"Headline: {p.headline.describe()}; {len(p.seeds)} seeds x {len(p.datasets)} datasets.", ""]
+                  f"Headline: {p.headline.describe()}; score: {group.score_label}; {len(p.seeds)} seeds x "
+                  f"{len(p.datasets)} datasets.", ""]
         if f"{group.key}-iqm.svg" in figures:
             lines += [f"![IQM of {group.key}](site/figures/{group.key}-iqm.svg)", ""]
         lines += ["| rank | entry | algorithm | IQM [95% CI] | mean | selection | authors | links |",
@@ -352,7 +362,8 @@ def _links(entry: dict) -> str:
 def _group_html(group: Group, figures: dict[str, bytes]) -> list[str]:
     p = group.protocol
     out = [f'<section id="group-{e(group.key)}">', f"<h2>Suite {e(group.suite)}, protocol {e(p.name)}</h2>",
-           f"<p>Headline: {e(p.headline.describe())}; {len(p.seeds)} seeds &times; {len(p.datasets)} datasets. "
+           f"<p>Headline: {e(p.headline.describe())}; score: {e(group.score_label)}; {len(p.seeds)} seeds &times; "
+           f"{len(p.datasets)} datasets. "
            f"Entries are {e(RANK_RULE)}. Click a column header to sort.</p>"]
     if f"{group.key}-iqm.svg" in figures:
         out.append(_figure(f"{group.key}-iqm.svg", f"IQM with 95% intervals, {group.key}"))
@@ -464,7 +475,8 @@ def render_index(groups: list[Group], figures: dict[str, bytes]) -> str:
             "<h1>offbench leaderboard</h1>",
             "<p>Every number is recomputed from the entries' raw per-episode evaluation returns: a run's "
             "score follows its protocol's headline rule on mean normalised scores (normalised with each "
-            "dataset's own random and expert returns), and each table ranks entries by the IQM over seeds "
+            f"dataset's own random and expert returns; on goal-suite tables the {e(SUCCESS_UNIT)}), and each table "
+            "ranks entries by the IQM over seeds "
             "&times; datasets with a 95% stratified-bootstrap interval.</p>"]
     body.append("<nav><ul>" + "".join(f'<li><a href="#group-{e(g.key)}">{e(g.suite)} / {e(g.protocol.name)}</a></li>'
                                       for g in groups) + "</ul></nav>")
