@@ -31,6 +31,7 @@ import time
 import traceback
 from collections import deque
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -59,6 +60,7 @@ class RunSpec:
     seed: int
     protocol: Protocol
     run_dir: Path
+    device: str = "cpu"  # TrainConfig.device of the run (not part of the protocol: results do not depend on it)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -86,9 +88,10 @@ def algorithm_dirname(algorithm: str) -> str:
     return algorithm.replace(":", "_").replace("/", "_")
 
 
-def plan(protocol: Protocol, results_dir: Path) -> list[RunSpec]:
+def plan(protocol: Protocol, results_dir: Path, device: str = "cpu") -> list[RunSpec]:
     """Every (algorithm, dataset, seed) of the protocol, longest first."""
-    specs = [RunSpec(a, d, s, protocol, results_dir / "runs" / algorithm_dirname(a) / dataset_slug(d) / f"seed{s}")
+    specs = [RunSpec(a, d, s, protocol, results_dir / "runs" / algorithm_dirname(a) / dataset_slug(d) / f"seed{s}",
+                     device)
              for a in protocol.algorithms for d in protocol.datasets for s in protocol.seeds]
     return sorted(specs, key=lambda spec: -spec.cost)
 
@@ -149,8 +152,8 @@ def execute_run(spec: RunSpec, *, on_start: Callable[[int], None] | None = None,
         if not skipped:
             if on_start:
                 on_start(_checkpoint_step(spec))
-            train_run(spec.algorithm, dataset, spec.protocol.settings(spec.algorithm),
-                      spec.protocol.train_config(spec.algorithm, spec.seed), spec.run_dir, progress=False,
+            config = dataclasses.replace(spec.protocol.train_config(spec.algorithm, spec.seed), device=spec.device)
+            train_run(spec.algorithm, dataset, spec.protocol.settings(spec.algorithm), config, spec.run_dir, progress=False,
                       on_step=on_step, should_stop=should_stop)
             spec.log_path.unlink(missing_ok=True)  # a failure of an earlier try is history now
         return {"key": list(spec.key), "status": "finished", "error": None, "log": None, "skipped": skipped,
@@ -547,8 +550,11 @@ def write_protocol(protocol: Protocol, path: Path) -> None:
 
 
 def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "local", workers: int = 1,
-              address: str | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Run (or finish) the protocol's grid into ``out``; returns the manifest."""
+              address: str | None = None, progress: bool = True, log: Callable[[str], None] = print,
+              device: str = "cpu") -> dict:
+    """Run (or finish) the protocol's grid into ``out``; returns the manifest. ``device``: where each
+    run trains (``TrainConfig.device``; a GPU's numbers differ from the CPU's in float rounding and in
+    the random streams, see docs/algorithms.md "GPU")."""
     from offbench.data.recipes import ensure_built
     from offbench.data.writer import library_versions
     from offbench.online import git_commit, git_dirty
@@ -591,7 +597,7 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
             ensure_built(dataset_id, progress=progress)
     dataset_hashes = {d: file_sha256(cached_path(d)) for d in protocol.datasets if cached_path(d).exists()}
 
-    specs = plan(protocol, out)  # every run of the directory, for the table and the manifest
+    specs = plan(protocol, out, device)  # every run of the directory, for the table and the manifest
     manifest_path = out / "manifest.json"
     previous_runs, previous_wall = {}, 0.0
     if manifest_path.exists():
@@ -599,7 +605,7 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
         previous_runs = {tuple(r["key"]): r for r in previous.get("runs", [])}
         previous_wall = float(previous.get("wall_time_seconds") or 0.0)
     manifest = {"suite": protocol.suite, "protocol": protocol.name, "algorithms": protocol.algorithms,
-                "datasets": protocol.datasets, "seeds": protocol.seeds, "backend": backend, "workers": workers,
+                "datasets": protocol.datasets, "seeds": protocol.seeds, "backend": backend, "device": device, "workers": workers,
                 "git_commit": git_commit(), "git_dirty": git_dirty(), "offbench_version": __version__, "library_versions": library_versions(),
                 "dataset_sha256": dataset_hashes, "wall_time_seconds": None, "runs": []}
     results: dict[tuple, dict] = {}

@@ -55,6 +55,21 @@ class TrainConfig:
     log_every: int = 1_000
     threads: int = 1
     tensorboard: bool = False
+    device: str = "cpu"  # where networks, optimiser moments and batches live: cpu, cuda, cuda:N
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device a ``--device`` value names, checked before any work starts."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise OffbenchError(f"device {name!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OffbenchError(f"device {name!r}: this torch sees no CUDA device (torch.cuda.is_available() is False); "
+                            "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+    if device.type not in ("cpu", "cuda"):
+        raise OffbenchError(f"device {name!r}: offbench trains on cpu or cuda")
+    return device
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -177,7 +192,13 @@ def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike
     resolved.update(library_versions=library_versions(), git_commit=git_commit())
     write_atomic(config_path, json.dumps(_jsonable(resolved), indent=2))
 
+    device = resolve_device(config.device)
     data = algorithm.prepare(dataset)
+    if device != getattr(algorithm, "device", torch.device("cpu")):
+        if not hasattr(algorithm, "to_device"):
+            raise OffbenchError(f"{type(algorithm).__name__} has no to_device(): it trains on the CPU only "
+                                "(subclass offbench.algorithm.Algorithm, or use --device cpu)")
+        algorithm.to_device(device)  # after prepare: the normalisers it fitted move too
     sampler = algorithm.make_sampler(data, config.batch_size, config.seed)
     generators = {"algorithm": algorithm.generator, "sampler": sampler.generator,
                   "torch_global": torch.default_generator}
@@ -198,7 +219,7 @@ def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike
     writer = _tensorboard(out) if config.tensorboard else None
 
     def checkpoint():
-        window = {"sums": {k: [total, n] for k, (total, n) in sums.items()}, "steps": count,
+        window = {"sums": {k: [float(total), n] for k, (total, n) in sums.items()}, "steps": count,
                   "seconds": time.perf_counter() - interval_start}
         save_checkpoint(out / "checkpoint", modules={"algorithm": algorithm}, optimizers=algorithm.optimizers(),
                         generators=generators, extra={"step": step, "metrics_window": window})
@@ -214,11 +235,15 @@ def fit(algorithm, dataset: Dataset, config: TrainConfig, out: str | os.PathLike
                 step += 1
                 for key, value in metrics.items():  # a metric some steps skip is averaged over its own steps
                     total, n = sums.get(key, (0.0, 0))
-                    sums[key] = (total + float(value), n + 1)
+                    if torch.is_tensor(value) and value.device.type != "cpu":
+                        value = value.detach().double()  # summed on the device: read back at the log row only
+                    else:
+                        value = float(value)  # on the CPU a read is cheaper than a tensor addition
+                    sums[key] = (total + value, n + 1)
                 count += 1
                 if step % config.log_every == 0 or step == config.steps:
                     now = time.perf_counter()
-                    row = {"step": step, **{k: total / n for k, (total, n) in sums.items()},
+                    row = {"step": step, **{k: float(total) / n for k, (total, n) in sums.items()},
                            "steps_per_second": count / max(now - interval_start, 1e-9)}
                     _append_jsonl(out / "metrics.jsonl", row)
                     if writer:

@@ -73,6 +73,13 @@ def test_unknown_algorithm_is_refused_before_any_dataset_is_built(tmp_path, caps
     (["train", "iql", "lite/pendulum/medium-v0", "--set", "expectile=high"], "expectile='high': expected float"),
     (["train", "iql", "lite/pendulum/medium-v0", "--set", "expectilee=0.7"], "unknown IQL settings ['expectilee']"),
     (["eval", "some-run", "--episodes", "0"], "must be at least 1"),
+    (["train", "bc", "lite/pendulum/medium-v0", "--device", "tpu"], "device 'tpu' is not a torch device"),
+    (["train", "bc", "lite/pendulum/medium-v0", "--set", "device=gpu"], "device 'gpu' is not a torch device"),
+    (["reproduce", "lite", "--device", "cuda:x"], "device 'cuda:x' is not a torch device"),
+    pytest.param(["train", "bc", "lite/pendulum/medium-v0", "--device", "cuda"], "sees no CUDA device",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")),
+    pytest.param(["reproduce", "lite", "--device", "cuda"], "sees no CUDA device",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")),
 ])
 def test_bad_input_is_refused_up_front(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # anything written by mistake would land here

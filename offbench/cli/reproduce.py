@@ -18,6 +18,9 @@ def cmd_reproduce(args) -> int:
     # Every name, id, seed count and flag is checked before a dataset is built or a run starts.
     if args.address and args.backend != "ray":
         raise OffbenchError(f"--address is a Ray cluster address; it needs --backend ray (got --backend {args.backend})")
+    from offbench.train import resolve_device
+
+    resolve_device(args.device)
     protocol = protocol_for_suite(args.suite, args.protocol)
     unknown = sorted(set(args.datasets or []) - set(protocol.datasets))
     protocol = protocol.restricted(algorithms=args.algos, datasets=args.datasets, seeds=args.seeds)
@@ -29,7 +32,7 @@ def cmd_reproduce(args) -> int:
                                          os.cpu_count() or 1))
     out = writable_dir(args.out if args.out else Path("results") / protocol.name)
     manifest = reproduce(protocol, out, backend=args.backend, workers=workers, address=args.address,
-                         progress=not args.quiet)
+                         progress=not args.quiet, device=args.device)
     failed = [r for r in manifest["runs"] if r["status"] == "failed"]
     print(f"results: {out / 'results.csv'} ({len(manifest['runs']) - len(failed)} runs finished, "
           f"{len(failed)} failed, {manifest['wall_time_seconds']} s)")
@@ -64,6 +67,8 @@ def register(commands) -> None:
                    "one per run)")
     p.add_argument("--address", help="Ray cluster address, with --backend ray (default: start a local Ray)")
     p.add_argument("--out", help="results directory (default: results/PROTOCOL); re-running resumes it")
+    p.add_argument("--device", default="cpu", help="where every run trains: cpu (default), cuda or cuda:N "
+                   "(one device shared by the workers)")
     p.add_argument("--no-report", action="store_true", help="skip `offbench report` at the end")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_reproduce)

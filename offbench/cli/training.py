@@ -14,11 +14,14 @@ def cmd_train(args) -> int:
     from offbench.config import check_positive, split_settings
     from offbench.data import load_dataset
     from offbench.data.catalogue import offbench_home
-    from offbench.train import TrainConfig, train_run
+    from offbench.train import TrainConfig, resolve_device, train_run
 
     # Everything the user typed is checked before the dataset is read or a step is trained.
     train, algo = split_settings(parse_overrides(args.set), TrainConfig, what="training setting")
+    if args.device is not None:
+        train["device"] = args.device
     config = TrainConfig(seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}), **train)
+    resolve_device(config.device)
     check_positive(config, ("steps", "batch_size", "eval_every", "eval_episodes", "final_eval_episodes",
                             "checkpoint_every", "log_every", "threads"), what="training setting")
     make_config(load_algorithm_class(args.algo), algo)  # unknown or mistyped algorithm settings
@@ -82,6 +85,8 @@ def register(commands) -> None:
                    help="override a training setting (defaults: " + ", ".join(
                        f"{k}={v}" for k, v in vars(defaults).items() if k not in ("steps", "seed")) +
                    ") or an algorithm setting (see docs/algorithms.md)")
+    p.add_argument("--device", help="cpu (default), cuda or cuda:N: where the networks and batches live "
+                   "(the same as --set device=...)")
     p.add_argument("--out", help="run directory (default: $OFFBENCH_HOME/runs/offline/ALGO/DATASET/seedS)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

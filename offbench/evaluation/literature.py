@@ -60,3 +60,31 @@ def d4rl_reference(dataset_id: str) -> LiteratureReference | None:
     except OffbenchError:
         return None
     return D4RL_REFERENCES.get(task.name)
+
+
+# ---------------------------------------------------------------------- OGBench's published success rates
+OGBENCH_SOURCE = ("OGBench (Park et al., ICLR 2025), Table 2: success rate (%), mean ± std over 8 seeds, "
+                  "1M steps at batch 1024, 3x512 networks, the mean of the evaluations at 800k, 900k and 1M steps")
+#: The title of the published-results table in reports of goal datasets.
+OGBENCH_TITLE = "Published: OGBench Table 2 (success rate %, for comparison; not offbench's runs)"
+
+_OGBENCH_ALGOS = ("gcbc", "gcivl", "gciql", "qrl", "crl", "hiql")
+_OGBENCH_TABLE2 = {  # dataset: (mean, std) per algorithm in _OGBENCH_ALGOS order (REFERENCE.md section 7)
+    "goal/pointmaze-medium/navigate-v0": ((9, 6), (63, 6), (53, 8), (82, 5), (29, 7), (79, 5)),
+    "goal/pointmaze-large/navigate-v0": ((29, 6), (45, 5), (34, 3), (86, 9), (39, 7), (58, 5)),
+    "goal/pointmaze-giant/navigate-v0": ((1, 2), (0, 0), (0, 0), (68, 7), (27, 10), (46, 9)),
+    "goal/pointmaze-medium/stitch-v0": ((23, 18), (70, 14), (21, 9), (80, 12), (0, 1), (74, 6)),
+    "goal/pointmaze-large/stitch-v0": ((7, 5), (12, 6), (31, 2), (84, 15), (0, 0), (13, 6)),
+    "goal/pointmaze-giant/stitch-v0": ((0, 0), (0, 0), (0, 0), (50, 8), (0, 0), (0, 0)),
+}
+
+
+def ogbench_success(dataset_id: str, algorithm: str) -> tuple[float, float] | None:
+    """OGBench's published (mean, std) success rate in % for an offbench goal dataset and baseline
+    (``goal/pointmaze-medium/navigate-v0``, ``hiql``), or None where Table 2 has no such cell
+    (teleport, other datasets, other algorithms)."""
+    row = _OGBENCH_TABLE2.get(dataset_id)
+    if row is None or algorithm not in _OGBENCH_ALGOS:
+        return None
+    mean, std = row[_OGBENCH_ALGOS.index(algorithm)]
+    return float(mean), float(std)

@@ -36,7 +36,8 @@ from typing import Any
 from offbench.errors import OffbenchError
 from offbench.evaluation import settling
 from offbench.evaluation.colors import assign_colors
-from offbench.evaluation.literature import D4RL_SOURCE, D4RL_TITLE, d4rl_reference
+from offbench.evaluation.literature import D4RL_SOURCE, D4RL_TITLE, OGBENCH_SOURCE, OGBENCH_TITLE, d4rl_reference, \
+    ogbench_success
 from offbench.evaluation.results import SUCCESS_UNIT, success_scored
 
 FIGURES = {"learning_curves": "learning_curves.png", "aggregate_metrics": "aggregate_metrics.png",
@@ -317,7 +318,15 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "optimality_gap_gamma": stats.DEFAULT_GAMMA,
         "probability_of_improvement": poi, "performance_profiles": profiles, "learning_curves": curves,
         "missing_runs": missing, "notes": notes, "d4rl": d4rl, "settling": slopes,
+        "published": _published(datasets, algorithms),
     }
+
+
+def _published(datasets: list[str], algorithms: list[str]) -> dict | None:
+    """OGBench's Table 2 cells for the report's goal datasets and algorithms (None if it has none)."""
+    cells = {d: {a: list(v) for a in algorithms if (v := ogbench_success(d, a)) is not None} for d in datasets}
+    cells = {d: row for d, row in cells.items() if row}
+    return {"label": OGBENCH_TITLE, "source": OGBENCH_SOURCE, "cells": cells} if cells else None
 
 
 def _suite_groups(datasets: list[str], default_suite: str) -> dict[str, list[str]]:
@@ -547,6 +556,21 @@ def _per_task_lines(report: dict) -> list[str]:
     return lines + [""]
 
 
+def _published_lines(report: dict) -> list[str]:
+    """The literature's numbers for the same datasets and algorithms, side by side (mean ± std)."""
+    published = report.get("published")
+    if not published:
+        return []
+    algos = report["algorithms"]
+    lines = [f"## {published['label']}", "", f"{published['source']}. Other budgets and network sizes than this "
+             "protocol's: compare orderings and gaps, not the numbers one by one.", "",
+             "| dataset | " + " | ".join(algos) + " |", "|---|" + "---|" * len(algos)]
+    for dataset, row in published["cells"].items():
+        cells = [MISSING_CELL if a not in row else f"{row[a][0]:.0f} ± {row[a][1]:.0f}" for a in algos]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render_table_md(report: dict) -> str:
     lines = [f"# Baseline table: protocol `{report['protocol']['name']}`", ""]
     lines += [f"{line}  " for line in _header_lines(report)] + [""]
@@ -559,6 +583,7 @@ def render_table_md(report: dict) -> str:
                                report["units"].values() else ""), ""]
     lines += _markdown_table(report, _view(report, "headline"), marks=report.get("settling")) + [""]
     lines += settling.markdown_lines(report.get("settling") or {}, report["algorithms"], report["datasets"])
+    lines += _published_lines(report)
     lines += _per_task_lines(report)
     if report["notes"]:
         lines += ["Notes:", ""] + [f"- {n}" for n in report["notes"]] + [""]
