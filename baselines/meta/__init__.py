@@ -1,2 +1,2 @@
 """Online meta-RL baselines on the task families of ``offbench.envs.meta`` (docs/meta-rl.md):
-MAML (``maml.py``). RL² is PPO with a recurrent policy on a trial (``baselines/online/ppo.py``)."""
+RL² (``rl2.py``: the recurrent PPO of ``baselines/online/ppo.py`` on trials) and MAML (``maml.py``)."""
