@@ -76,8 +76,12 @@ class SAC(nn.Module):
         self.critic_optim.step()
 
         # Actor (eq. 7, reparameterised): minimise alpha log pi(a~|s) - min_j Q_j(s, a~).
+        # The critic is frozen for this loss: its weights get no gradient (a third of the backward
+        # pass saved; the critic's own step above had already been taken), the actions still do.
         new_action, log_prob = self.actor(obs, generator=self.generator)
+        self.critic.requires_grad_(False)
         q_new = self.critic(obs, new_action).min(0).values
+        self.critic.requires_grad_(True)
         actor_loss = (alpha * log_prob - q_new).mean()
         self.actor_optim.zero_grad(set_to_none=True)
         actor_loss.backward()
