@@ -137,9 +137,18 @@ def check_runnable(protocol: Protocol) -> None:
         raise OffbenchError(f"protocol {protocol.name!r} names no algorithms")
     if not protocol.datasets:
         raise OffbenchError(f"protocol {protocol.name!r} names no datasets")
-    for name in protocol.algorithms:
+    if protocol.suite == "meta":  # online meta-RL algorithms on benchmarks (offbench.meta_runs)
+        from offbench.envs.meta.benchmarks import get_benchmark
+        from offbench.meta_runs import META_ALGORITHMS
+
+        for name in protocol.algorithms:
+            if name not in META_ALGORITHMS:
+                raise OffbenchError(f"unknown meta-RL algorithm {name!r}: use one of {list(META_ALGORITHMS)}")
+        for benchmark_id in protocol.datasets:
+            get_benchmark(benchmark_id)  # raises, naming the id and the known ones
+    for name in [] if protocol.suite == "meta" else protocol.algorithms:
         load_algorithm_class(name)  # raises, naming the algorithm and the known ones
-    for dataset_id in protocol.datasets:
+    for dataset_id in [] if protocol.suite == "meta" else protocol.datasets:
         if looks_like_path(dataset_id):
             if not Path(dataset_id).is_file():
                 raise OffbenchError(f"dataset file {dataset_id} does not exist")

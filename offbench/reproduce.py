@@ -142,6 +142,8 @@ def execute_run(spec: RunSpec, *, on_start: Callable[[int], None] | None = None,
     ``should_stop``) propagates as ``KeyboardInterrupt`` after the run wrote its checkpoint."""
     started = time.perf_counter()
     try:
+        if spec.protocol.suite == "meta":  # online meta-RL: a benchmark, not a dataset
+            return _execute_meta_run(spec, started, on_start, on_step, should_stop)
         from offbench.data import load_dataset
         from offbench.data.recipes import ensure_built
         from offbench.train import train_run
@@ -164,6 +166,27 @@ def execute_run(spec: RunSpec, *, on_start: Callable[[int], None] | None = None,
         detail = "".join(traceback.format_exception(exc)[-3:]).strip()
         return failed_result(spec, f"{type(exc).__name__}: {exc}\n{detail}", "".join(traceback.format_exception(exc)),
                              time.perf_counter() - started)
+
+
+def _execute_meta_run(spec: RunSpec, started: float, on_start, on_step, should_stop) -> dict:
+    """:func:`execute_run` for suite ``meta`` (``offbench.meta_runs``); the same result shape."""
+    from offbench.envs.meta.benchmarks import get_benchmark
+    from offbench.meta_runs import train_meta_run
+
+    benchmark = get_benchmark(spec.dataset)
+    skipped = is_finished(spec)
+    if not skipped:
+        if on_start:
+            on_start(0)
+        train_meta_run(spec.algorithm, spec.dataset, spec.protocol.settings(spec.algorithm),
+                       spec.protocol.train_config(spec.algorithm, spec.seed), spec.run_dir,
+                       on_step=on_step, should_stop=should_stop)
+        spec.log_path.unlink(missing_ok=True)
+    rows = evaluation_rows(spec.run_dir, algorithm=spec.algorithm, dataset=spec.dataset, suite=spec.protocol.suite,
+                           env_id=benchmark.env_id, seed=spec.seed, final_step=spec.steps,
+                           results_dir=spec.run_dir.parents[3])
+    return {"key": list(spec.key), "status": "finished", "error": None, "log": None, "skipped": skipped,
+            "seconds": time.perf_counter() - started, "rows": rows}
 
 
 class _Throttled:
@@ -580,10 +603,17 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
             algorithms=list(dict.fromkeys(previous.algorithms + protocol.algorithms)),
             datasets=list(dict.fromkeys(previous.datasets + protocol.datasets)),
             seeds=sorted(set(previous.seeds) | set(protocol.seeds)))
-    # Every dataset must be known before anything is written (a card to build it from, or the cache).
+    # Every dataset must be known before anything is written (a card to build it from, or the cache);
+    # the meta suite names benchmarks (offbench.envs.meta.benchmarks) instead, and builds nothing.
     from offbench.data.catalogue import cached_path, get_card
 
-    for dataset_id in requested.datasets:
+    meta = protocol.suite == "meta"
+    if meta:
+        from offbench.envs.meta.benchmarks import get_benchmark
+
+        for benchmark_id in requested.datasets:
+            get_benchmark(benchmark_id)  # raises, naming the id
+    for dataset_id in [] if meta else requested.datasets:
         if not cached_path(dataset_id).exists():
             get_card(dataset_id)  # raises, naming the id, if there is no card
     write_protocol(protocol, protocol_path)
@@ -591,11 +621,12 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
     # Datasets first (in this process: builds are deterministic and shared by all runs).
     from offbench.data.mirrors import file_sha256
 
-    for dataset_id in requested.datasets:
+    for dataset_id in [] if meta else requested.datasets:
         if not cached_path(dataset_id).exists():
             log(f"building {dataset_id} (not in the cache)")
             ensure_built(dataset_id, progress=progress)
-    dataset_hashes = {d: file_sha256(cached_path(d)) for d in protocol.datasets if cached_path(d).exists()}
+    dataset_hashes = {} if meta else {d: file_sha256(cached_path(d)) for d in protocol.datasets
+                                      if cached_path(d).exists()}
 
     specs = plan(protocol, out, device)  # every run of the directory, for the table and the manifest
     manifest_path = out / "manifest.json"

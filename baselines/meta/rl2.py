@@ -80,9 +80,10 @@ def build_agent(config: RL2Config, seed: int) -> tuple[PPO, PPOConfig]:
 
 
 def train(config: RL2Config, updates: int, out: str | Path, *, seed: int = 0,
-          on_update: Callable[[dict], None] | None = None) -> PPO:
+          on_update: Callable[[dict], None] | None = None, stop_at: int | None = None) -> PPO:
     """Meta-train for ``updates`` PPO updates into ``out`` (``metrics.jsonl``, ``checkpoint.*``,
-    ``config.json``), resuming from a checkpoint there."""
+    ``config.json``), resuming from a checkpoint there. ``stop_at``: return after that many
+    updates of the ``updates``-update schedule (the learning rate anneals over ``updates``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     agent, ppo = build_agent(config, seed)
@@ -101,7 +102,7 @@ def train(config: RL2Config, updates: int, out: str | Path, *, seed: int = 0,
     envs = gym.vector.SyncVectorEnv([make_env_fn(config) for _ in range(N)], autoreset_mode=AutoresetMode.SAME_STEP)
     try:
         with torch_threads(ppo.threads):
-            for u in range(done, updates):
+            for u in range(done, min(updates, updates if stop_at is None else stop_at)):
                 if ppo.anneal_lr:
                     for group in agent.optimizer.param_groups:
                         group["lr"] = ppo.lr * (1.0 - u / updates)

@@ -306,6 +306,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "bootstrap": {"reps": reps, "seed": seed, "confidence": stats.DEFAULT_SIZE,
                       "method": "stratified bootstrap over seeds (within each dataset), percentile interval"},
         "algorithms": algorithms, "datasets": datasets,
+        "eval_trials": {d: sorted({int(n) for n in done.loc[done["dataset"] == d, "episodes"]}) for d in datasets},
         "units": {d: (SUCCESS_UNIT if units[d] == "normalized_score" and success_scored(d) else
                       "normalised score" if units[d] == "normalized_score" else "return") for d in datasets},
         "score_label": _score_label([d for d in datasets if units[d] == "normalized_score"]),
@@ -339,8 +340,35 @@ def _suite_groups(datasets: list[str], default_suite: str) -> dict[str, list[str
 
 
 def _score_label(normalised: list[str]) -> str:
-    """What the aggregate scores are: success rates when every normalised dataset is success-scored."""
+    """What the aggregate scores are: success rates when every normalised dataset is success-scored,
+    normalised trial returns when every one is a meta-RL benchmark."""
+    from offbench.envs.meta.benchmarks import is_meta_benchmark
+
+    if normalised and all(is_meta_benchmark(d) for d in normalised):
+        return META_UNIT
     return SUCCESS_UNIT if normalised and all(success_scored(d) for d in normalised) else "normalised score"
+
+
+#: what a meta-RL benchmark's score is (offbench.envs.meta.benchmarks)
+META_UNIT = "normalised trial return"
+META_SCORE = ("Normalised trial return: 100 (trial return − random) / (reference − random) on held-out tasks, "
+              "where `random` is the uniformly random policy's expected trial return and `reference` the "
+              "benchmark's exact Bayes-optimal trial return, or the per-task oracle's (offbench/envs/meta/"
+              "benchmarks.py): 0 = random, 100 = the best possible. `data` does not apply (no dataset).")
+
+
+def _meta_reference_lines(report: dict) -> list[str]:
+    from offbench.envs.meta.benchmarks import get_benchmark, is_meta_benchmark
+
+    lines = ["| benchmark | random | reference | kind |", "|---|---|---|---|"]
+    for dataset in report["datasets"]:
+        if is_meta_benchmark(dataset):
+            benchmark = get_benchmark(dataset)
+            trials = max(int(n) for n in report.get("eval_trials", {}).get(dataset, [1])) \
+                if report.get("eval_trials") else 1
+            random, reference = benchmark.references(trials)
+            lines.append(f"| {dataset} | {random:.3f} | {reference:.3f} | {benchmark.reference_kind} |")
+    return lines + [""]
 
 
 def _per_task_success(done, datasets: list[str], algorithms: list[str], headline) -> dict:
@@ -417,6 +445,8 @@ def _header_lines(report: dict) -> list[str]:
     wall = m.get("wall_time_seconds")
     boot = report["bootstrap"]
     scored = ("success rate in %, over the evaluation tasks" if report.get("score_label") == SUCCESS_UNIT else
+              "trial return normalised between the random policy and the benchmark's reference"
+              if report.get("score_label") == META_UNIT else
               "normalised with the dataset's own reference returns unless marked")
     lines = [f"Protocol `{p['name']}` (suite `{p['suite']}`). Headline score of a run: {p['headline']['describe']} "
              f"({scored}); never the best over training.",
@@ -576,6 +606,8 @@ def render_table_md(report: dict) -> str:
     lines += [f"{line}  " for line in _header_lines(report)] + [""]
     if report.get("score_label") == SUCCESS_UNIT:
         lines += ["## Headline score: success rate (%)", "", SUCCESS_SCORE, ""]
+    elif report.get("score_label") == META_UNIT:
+        lines += [f"## Headline score: {META_UNIT}", "", META_SCORE, ""] + _meta_reference_lines(report)
     else:
         lines += ["## Headline score (normalised with each dataset's own reference returns)", "",
                   f"{OWN_NORMALISATION} `data`: the dataset's own mean episode return, normalised (the behaviour "
@@ -668,6 +700,8 @@ def render_table_tex(report: dict) -> str:
     out += tabular("headline", f"Protocol {p['name']}: {p['headline']['describe']} (mean +/- standard error over "
                    f"{seeds} seeds; aggregates with 95% bootstrap intervals), "
                    + ("success rate (%)." if report.get("score_label") == SUCCESS_UNIT else
+                      f"{META_UNIT} (0 = random, 100 = the benchmark's reference)."
+                      if report.get("score_label") == META_UNIT else
                       "normalised with each dataset's own reference returns."))
     if report["d4rl"]:
         out += tabular("d4rl", f"Protocol {p['name']}, {D4RL_TITLE}: the same runs on D4RL's scale (not a headline; "

@@ -14,7 +14,7 @@ REQUIRED_COLUMNS = ["algorithm", "dataset", "suite", "env_id", "seed", "step", "
                     "return_mean", "return_stderr", "normalized_score", "success_rate", "returns", "run_dir"]
 #: per-episode success flags and evaluation task ids (JSON lists, as ``returns``) where the task
 #: reports them (the goal suite); empty elsewhere and absent from older results.csv files
-OPTIONAL_COLUMNS = ["successes", "task_ids"]
+OPTIONAL_COLUMNS = ["successes", "task_ids", "episode_returns"]  # goal suite; meta suite (per-episode returns of each trial)
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 

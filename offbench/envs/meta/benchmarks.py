@@ -1,0 +1,153 @@
+r"""The meta-RL suite's benchmarks: a family, its trial, and the two references a score is placed
+between (the ``meta`` protocols name them where the offline suites name datasets).
+
+A benchmark id (``meta/gridnavi-v0``) fixes the family (``offbench/GridNavi-v0`` and its
+arguments) and the trial (``episodes`` episodes of one task, :class:`~offbench.envs.meta.MetaTrial`).
+A run's score on it is the mean *trial return* over held-out tasks, normalised as
+
+    100 (return - random) / (reference - random)
+
+where ``random`` is the expected trial return of the uniformly random policy and ``reference`` the
+best achievable one: the exact Bayes-optimal trial return where it can be computed (bandits,
+GridNavi), else the per-task oracle's (the known-goal optimum, point robot). 0 = random, 100 = the
+reference, which no policy can beat in expectation. The references are computed here, and their
+kind is named in reports:
+
+========================  ========================================  =================  ====================
+id                        family, trial                             random             reference
+========================  ========================================  =================  ====================
+``meta/bandit-k5-n10-v0``  BernoulliBandit 5 arms, 10 pulls, 1 ep.   5.0 (n / 2)        6.660 Bayes-optimal
+``meta/gridnavi-v0``       GridNavi 5x5, 15 steps x 4 episodes        exact Markov chain 521/14 Bayes-optimal
+``meta/point-robot-v0``    PointRobot (dense), 20 steps x 2 episodes  Monte Carlo        oracle, per task
+========================  ========================================  =================  ====================
+
+The point robot's random policy moves by uniform steps in the action box; its expected return is
+computed by Monte Carlo over 20,000 episodes per evaluation task set (standard error below 0.1%),
+and its oracle is :func:`~offbench.envs.meta.point_robot.oracle_return` of each task's goal from its
+start, so both are means over the same held-out tasks the runs are evaluated on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from offbench.errors import OffbenchError
+
+#: held-out evaluation tasks are ``sample_tasks(EVAL_TASKS, EVAL_TASK_SEED)`` on every benchmark
+EVAL_TASK_SEED = 1_000_000
+
+
+@dataclass(frozen=True)
+class MetaBenchmark:
+    benchmark_id: str
+    env_id: str
+    episodes: int  # episodes per trial
+    reference_kind: str  # "Bayes-optimal" or "oracle"
+    description: str
+    env_kwargs: dict = field(default_factory=dict)
+
+    def references(self, tasks: int) -> tuple[float, float]:
+        """(random, reference) expected trial returns, on the ``tasks`` held-out tasks where they
+        depend on the task."""
+        return _references(self.benchmark_id, tasks)
+
+    def normalise(self, trial_returns, tasks: int) -> np.ndarray:
+        random, reference = self.references(tasks)
+        return 100.0 * (np.asarray(trial_returns, np.float64) - random) / (reference - random)
+
+
+BENCHMARKS: dict[str, MetaBenchmark] = {b.benchmark_id: b for b in (
+    MetaBenchmark("meta/bandit-k5-n10-v0", "offbench/BernoulliBandit-v0", 1, "Bayes-optimal",
+                  "Bernoulli bandits, 5 arms with means U[0, 1], 10 pulls (RL² section 3.1)", {"arms": 5, "pulls": 10}),
+    MetaBenchmark("meta/gridnavi-v0", "offbench/GridNavi-v0", 4, "Bayes-optimal",
+                  "GridNavi 5x5, hidden goal, 4 episodes of 15 steps (VariBAD)"),
+    MetaBenchmark("meta/point-robot-v0", "offbench/PointRobot-v0", 2, "oracle",
+                  "point robot, dense reward, goals in U[-1, 1]^2, 2 episodes of 20 steps (PEARL)"),
+)}
+
+
+def get_benchmark(benchmark_id: str) -> MetaBenchmark:
+    try:
+        return BENCHMARKS[benchmark_id]
+    except KeyError:
+        raise OffbenchError(f"unknown meta benchmark {benchmark_id!r}: use one of {sorted(BENCHMARKS)}") from None
+
+
+def is_meta_benchmark(identifier: str) -> bool:
+    return identifier in BENCHMARKS
+
+
+def eval_tasks(benchmark: MetaBenchmark, tasks: int) -> list[dict]:
+    import gymnasium as gym
+
+    import offbench.envs.meta  # noqa: F401 - registers the ids
+
+    env = gym.make(benchmark.env_id, disable_env_checker=True, **benchmark.env_kwargs)
+    try:
+        return env.unwrapped.sample_tasks(tasks, EVAL_TASK_SEED)
+    finally:
+        env.close()
+
+
+@lru_cache(maxsize=32)
+def _references(benchmark_id: str, tasks: int) -> tuple[float, float]:
+    benchmark = get_benchmark(benchmark_id)
+    if benchmark_id == "meta/bandit-k5-n10-v0":
+        from offbench.envs.meta.bandit_references import bayes_optimal_value, random_expected_total
+
+        k, n = benchmark.env_kwargs["arms"], benchmark.env_kwargs["pulls"]
+        return random_expected_total(n), bayes_optimal_value(k, n)
+    if benchmark_id == "meta/gridnavi-v0":
+        from offbench.envs.meta.gridnavi_bayes import solve_bayes_optimal
+
+        return gridnavi_random_return(benchmark.episodes), float(solve_bayes_optimal(episodes=benchmark.episodes).value)
+    if benchmark_id == "meta/point-robot-v0":
+        return point_robot_references(eval_tasks(benchmark, tasks), benchmark.episodes)
+    raise OffbenchError(f"no references for {benchmark_id!r}")  # pragma: no cover - every id has them
+
+
+def gridnavi_random_return(episodes: int, width: int = 5, height: int = 5, length: int = 15) -> float:
+    """The uniformly random policy's exact expected trial return on GridNavi: the distribution over
+    cells evolves as a Markov chain from the start cell each episode (every action 1/5, moves off
+    the grid stay put), and each step pays +1 on the goal and -0.1 elsewhere; averaged over the
+    uniform goal prior."""
+    from offbench.envs.meta.gridnavi import GOAL_REWARD, START, STEP_REWARD, candidate_goals, move
+
+    cells = [(x, y) for x in range(width) for y in range(height)]
+    index = {c: i for i, c in enumerate(cells)}
+    step = np.zeros((len(cells), len(cells)))
+    for c in cells:
+        for a in range(5):
+            step[index[c], index[move(c, a, width, height)]] += 0.2
+    p = np.zeros(len(cells))
+    p[index[START]] = 1.0
+    on_cell = np.zeros(len(cells))  # expected number of steps (after a move) spent on each cell
+    for _ in range(length):
+        p = p @ step
+        on_cell += p
+    goals = candidate_goals(width, height)
+    per_goal = [GOAL_REWARD * on_cell[index[g]] + STEP_REWARD * (length - on_cell[index[g]]) for g in goals]
+    return float(episodes * np.mean(per_goal))
+
+
+def point_robot_references(tasks: list[dict], episodes: int, samples: int = 20_000) -> tuple[float, float]:
+    """(random, oracle) mean trial returns of the dense point robot over ``tasks``: starts are drawn
+    per episode from U[-1, 1]^2 (the environment's), so both are expectations over starts, by Monte
+    Carlo with ``samples`` starts (seeded), the oracle by :func:`oracle_return` from each."""
+    from offbench.envs.meta.point_robot import EPISODE_LENGTH, MAX_STEP
+
+    rng = np.random.default_rng(12345)
+    goals = np.stack([np.asarray(t["goal"], np.float64) for t in tasks])  # [G, 2]
+    starts = rng.uniform(-1.0, 1.0, (samples, 2))
+    which = rng.integers(0, len(goals), samples)
+    goal = goals[which]
+    random_pos, oracle_pos = starts.copy(), starts.copy()
+    random_total = oracle_total = np.zeros(samples)
+    for _ in range(EPISODE_LENGTH):
+        random_pos = random_pos + rng.uniform(-MAX_STEP, MAX_STEP, (samples, 2))
+        oracle_pos = oracle_pos + np.clip(goal - oracle_pos, -MAX_STEP, MAX_STEP)
+        random_total = random_total - np.linalg.norm(random_pos - goal, axis=1)
+        oracle_total = oracle_total - np.linalg.norm(oracle_pos - goal, axis=1)
+    return float(episodes * random_total.mean()), float(episodes * oracle_total.mean())

@@ -1,0 +1,104 @@
+"""The meta-RL suite in the pipeline (issue 17): benchmarks and their references, meta runs on the
+protocol loop (resume, evaluation rows), and `offbench reproduce meta --protocol smoke` end to end."""
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import offbench.envs.meta  # noqa: F401
+from offbench.envs.meta.benchmarks import (BENCHMARKS, EVAL_TASK_SEED, eval_tasks, get_benchmark,
+                                           gridnavi_random_return)
+from offbench.errors import OffbenchError
+
+
+def test_gridnavi_random_reference_equals_simulation():
+    """The exact Markov-chain value against 5,000 simulated random trials of 4 episodes."""
+    exact = gridnavi_random_return(4)
+    env = gym.make("offbench/GridNavi-v0", disable_env_checker=True)
+    rng = np.random.default_rng(0)
+    totals = []
+    for i, task in enumerate(env.unwrapped.sample_tasks(5000, 0)):  # goals from the prior, one per trial
+        env.reset(seed=i, options={"task": task})
+        total = 0.0
+        for _ in range(4):
+            env.reset()
+            done = False
+            while not done:
+                _, r, te, tr, _ = env.step(int(rng.integers(5)))
+                total += r
+                done = te or tr
+        totals.append(total)
+    totals = np.array(totals)
+    assert abs(totals.mean() - exact) < 4 * totals.std() / np.sqrt(len(totals)), (totals.mean(), exact)
+
+
+def test_references_and_normalisation():
+    bandit = get_benchmark("meta/bandit-k5-n10-v0")
+    random, reference = bandit.references(10)
+    assert random == 5.0 and reference == pytest.approx(6.659988, abs=1e-6)
+    assert bandit.normalise([5.0, reference], 10) == pytest.approx([0.0, 100.0])
+    grid = get_benchmark("meta/gridnavi-v0")
+    assert grid.references(10)[1] == pytest.approx(521 / 14)
+    point = get_benchmark("meta/point-robot-v0")
+    random, oracle = point.references(20)
+    assert random < oracle < 0  # dense rewards are negative distances; the oracle walks straight to the goal
+
+
+def test_held_out_tasks_are_seeded_and_fixed():
+    for benchmark in BENCHMARKS.values():
+        a, b = eval_tasks(benchmark, 5), eval_tasks(benchmark, 5)
+        assert json.dumps(a, default=lambda v: np.asarray(v).tolist()) == json.dumps(b, default=lambda v: np.asarray(v).tolist())
+    assert EVAL_TASK_SEED == 1_000_000
+
+
+def test_unknown_benchmarks_and_algorithms_are_refused(tmp_path):
+    from offbench.meta_runs import train_meta_run
+    from offbench.train import TrainConfig
+
+    with pytest.raises(OffbenchError, match="unknown meta benchmark"):
+        get_benchmark("meta/gridnavy-v0")
+    with pytest.raises(OffbenchError, match="unknown meta-RL algorithm"):
+        train_meta_run("pearl", "meta/gridnavi-v0", {}, TrainConfig(steps=1), tmp_path)
+    with pytest.raises(OffbenchError, match="unknown RL² settings"):
+        train_meta_run("rl2", "meta/gridnavi-v0", {"gru_size": 3}, TrainConfig(steps=1), tmp_path / "x")
+
+
+@pytest.mark.parametrize("algorithm, settings", [
+    ("rl2", {"num_envs": 2, "minibatches": 2, "gru_hidden": 8, "hidden": [8]}),
+    ("maml", {"hidden": [8], "meta_batch": 2, "episodes_per_task": 2, "outer_epochs": 1}),
+])
+def test_a_killed_meta_run_resumes_to_the_same_evaluations(algorithm, settings, tmp_path):
+    from offbench.meta_runs import train_meta_run
+    from offbench.train import TrainConfig, TrainingInterrupted
+
+    config = TrainConfig(steps=3, eval_every=1, eval_episodes=3, final_eval_episodes=4, seed=2)
+    straight = train_meta_run(algorithm, "meta/bandit-k5-n10-v0", settings, config, tmp_path / "a")
+    calls = iter([False, True])
+    with pytest.raises(TrainingInterrupted):
+        train_meta_run(algorithm, "meta/bandit-k5-n10-v0", settings, config, tmp_path / "b",
+                       should_stop=lambda: next(calls, True))
+    resumed = train_meta_run(algorithm, "meta/bandit-k5-n10-v0", settings, config, tmp_path / "b")
+    assert straight == resumed
+    a = (tmp_path / "a" / "evaluations.jsonl").read_text()
+    assert a == (tmp_path / "b" / "evaluations.jsonl").read_text()
+    rows = [json.loads(line) for line in a.splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["episodes"] == 4
+    assert np.allclose(np.sum(rows[-1]["episode_returns"], 1), rows[-1]["returns"])
+
+
+def test_reproduce_meta_smoke_runs_every_meta_algorithm(tmp_path, capsys):
+    from offbench.cli import main
+
+    out = tmp_path / "meta"
+    assert main(["reproduce", "meta", "--protocol", "smoke", "--workers", "1", "--quiet", "--out", str(out),
+                 "--datasets", "meta/bandit-k5-n10-v0"]) == 0
+    table = (out / "report" / "table.md").read_text()
+    assert "normalised trial return" in table and "| meta/bandit-k5-n10-v0 | 5.000 | 6.660 | Bayes-optimal |" in table
+    import pandas as pd
+
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results.algorithm.unique()) == ["maml", "rl2"]
+    assert results.episode_returns.notna().all()
