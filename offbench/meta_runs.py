@@ -13,7 +13,9 @@ every update). An evaluation row holds each trial's return (``returns``), each e
 100 = the benchmark's reference (exact Bayes-optimal, or the per-task oracle).
 
 What a trial is for each algorithm: RL² plays the trial's episodes with its hidden state carried
-across them (the benchmark's trial, exactly). MAML's episode k is played by its policy after k inner
+across them (the benchmark's trial, exactly); PEARL plays episode 1 with z from the prior and each
+later one with z drawn from the posterior of the trial's transitions so far (posterior sampling,
+also the benchmark's trial). MAML's episode k is played by its policy after k inner
 gradient steps, each on ``episodes_per_task`` episodes of the policy before it (MAML's few-shot
 protocol, Finn et al. §5.3): it sees that many times more experience per adaptation than RL².
 """
@@ -31,7 +33,7 @@ from offbench.envs.meta.benchmarks import EVAL_TASK_SEED, MetaBenchmark, eval_ta
 from offbench.errors import OffbenchError
 
 #: the online meta-RL algorithms a ``meta`` protocol can name
-META_ALGORITHMS = ("rl2", "maml")
+META_ALGORITHMS = ("rl2", "maml", "pearl")
 
 
 def _split(settings: dict[str, Any], cls) -> tuple[dict, dict]:
@@ -104,6 +106,34 @@ class _MAML:
                                              seed=EVAL_TASK_SEED)
 
 
+class _PEARL:
+    def __init__(self, benchmark: MetaBenchmark, settings: dict, seed: int, steps: int, out: Path):
+        import gymnasium as gym
+
+        import offbench.envs.meta  # noqa: F401
+        from baselines.meta.pearl import PEARLConfig, PEARLTrainer
+
+        own, unknown = _split(settings, PEARLConfig)
+        if unknown:
+            raise OffbenchError(f"unknown PEARL settings {sorted(unknown)}")
+        own = {k: tuple(v) if isinstance(v, list) else v for k, v in own.items()}
+        self.benchmark, self.out = benchmark, out
+        make_env = lambda: gym.make(benchmark.env_id, disable_env_checker=True, **benchmark.env_kwargs)  # noqa: E731
+        self.trainer = PEARLTrainer(make_env, PEARLConfig(**own), seed=seed)
+
+    def train_to(self, step: int, should_stop) -> int:
+        def stop(row):
+            if should_stop is not None and should_stop():
+                raise _Stop(row["iteration"])
+
+        self.trainer.fit(step, self.out / "agent", on_iteration=stop)
+        return step
+
+    def evaluate(self, trials: int) -> np.ndarray:
+        return self.trainer.adapt_and_evaluate(eval_tasks(self.benchmark, trials), self.benchmark.episodes,
+                                               seed=EVAL_TASK_SEED)
+
+
 class _Stop(Exception):
     def __init__(self, step: int):
         self.step = step
@@ -130,7 +160,8 @@ def train_meta_run(algorithm: str, benchmark_id: str, settings: dict[str, Any], 
     if config_path.exists() and json.loads(config_path.read_text()) != json.loads(json.dumps(resolved)):
         raise OffbenchError(f"{out} holds a meta run with other settings; use another --out or the same settings")
     write_atomic(config_path, json.dumps(resolved, indent=2))
-    runner = (_RL2 if algorithm == "rl2" else _MAML)(benchmark, settings, config.seed, config.steps, out)
+    runner = {"rl2": _RL2, "maml": _MAML, "pearl": _PEARL}[algorithm](benchmark, settings, config.seed, config.steps,
+                                                                     out)
     path = out / "evaluations.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     schedule = sorted({*range(config.eval_every, config.steps + 1, config.eval_every), config.steps})

@@ -20,7 +20,7 @@ A protocol is a TOML file (``offbench/protocols/<name>.toml`` ships ``smoke``, `
     kind = "mean_last_n"
     n = 3
 
-    [overrides.cql]         # per-algorithm exceptions
+    [overrides.cql]         # per-algorithm exceptions (train, settings, and datasets: a subset)
     train = { steps = 5000 }
     settings = { num_sampled_actions = 4 }
 
@@ -73,6 +73,12 @@ class Protocol:
 
         values = {**self.train, **self.per_algorithm.get(algorithm, {}).get("train", {}), "seed": seed}
         return TrainConfig(**values)
+
+    def datasets_for(self, algorithm: str) -> list[str]:
+        """The datasets ``algorithm`` runs on: the protocol's, or those its ``[overrides.X].datasets``
+        keeps (an algorithm that cannot take some of them, e.g. PEARL's continuous actions)."""
+        only = self.per_algorithm.get(algorithm, {}).get("datasets")
+        return list(self.datasets) if only is None else [d for d in self.datasets if d in only]
 
     def settings(self, algorithm: str) -> dict[str, Any]:
         """Algorithm settings the protocol fixes (on top of the algorithm's own defaults)."""
@@ -212,12 +218,19 @@ def parse_protocol(raw: dict[str, Any], path: Path | None = None) -> Protocol:
         raise OffbenchError(f"{where}: headline.kind must be one of {HEADLINE_KINDS} and headline.n >= 1")
     per_algorithm = {}
     for name, table in raw.get("overrides", {}).items():
-        unknown = sorted(set(table) - {"train", "settings"})
+        unknown = sorted(set(table) - {"train", "settings", "datasets"})
         if unknown:
             raise OffbenchError(f"{where}: [overrides.{name}] has unknown keys {unknown}; "
-                                "use 'train' and 'settings'")
+                                "use 'train', 'settings' and 'datasets'")
         per_algorithm[name] = {"train": check_train(table.get("train", {}), f"[overrides.{name}].train"),
                                "settings": dict(table.get("settings", {}))}
+        if "datasets" in table:  # this algorithm runs on these of the protocol's datasets only
+            only = table["datasets"]
+            datasets = list(raw.get("datasets", []))
+            if not isinstance(only, list) or not only or any(d not in datasets for d in only):
+                raise OffbenchError(f"{where}: [overrides.{name}].datasets must be a non-empty list of the "
+                                    f"protocol's datasets {datasets}, got {only!r}")
+            per_algorithm[name]["datasets"] = list(only)
     return Protocol(name=need("name", str), suite=need("suite", str), description=str(raw.get("description", "")),
                     seeds=seeds, datasets=list(need("datasets", list)), algorithms=list(need("algorithms", list)),
                     train=check_train(raw.get("train", {}), "[train]"), headline=headline,

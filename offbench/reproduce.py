@@ -92,7 +92,7 @@ def plan(protocol: Protocol, results_dir: Path, device: str = "cpu") -> list[Run
     """Every (algorithm, dataset, seed) of the protocol, longest first."""
     specs = [RunSpec(a, d, s, protocol, results_dir / "runs" / algorithm_dirname(a) / dataset_slug(d) / f"seed{s}",
                      device)
-             for a in protocol.algorithms for d in protocol.datasets for s in protocol.seeds]
+             for a in protocol.algorithms for d in protocol.datasets_for(a) for s in protocol.seeds]
     return sorted(specs, key=lambda spec: -spec.cost)
 
 

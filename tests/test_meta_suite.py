@@ -61,26 +61,27 @@ def test_unknown_benchmarks_and_algorithms_are_refused(tmp_path):
     with pytest.raises(OffbenchError, match="unknown meta benchmark"):
         get_benchmark("meta/gridnavy-v0")
     with pytest.raises(OffbenchError, match="unknown meta-RL algorithm"):
-        train_meta_run("pearl", "meta/gridnavi-v0", {}, TrainConfig(steps=1), tmp_path)
+        train_meta_run("varibad", "meta/gridnavi-v0", {}, TrainConfig(steps=1), tmp_path)
     with pytest.raises(OffbenchError, match="unknown RL² settings"):
         train_meta_run("rl2", "meta/gridnavi-v0", {"gru_size": 3}, TrainConfig(steps=1), tmp_path / "x")
 
 
-@pytest.mark.parametrize("algorithm, settings", [
-    ("rl2", {"num_envs": 2, "minibatches": 2, "gru_hidden": 8, "hidden": [8]}),
-    ("maml", {"hidden": [8], "meta_batch": 2, "episodes_per_task": 2, "outer_epochs": 1}),
+@pytest.mark.parametrize("algorithm, benchmark_id, settings", [
+    ("rl2", "meta/bandit-k5-n10-v0", {"num_envs": 2, "minibatches": 2, "gru_hidden": 8, "hidden": [8]}),
+    ("maml", "meta/bandit-k5-n10-v0", {"hidden": [8], "meta_batch": 2, "episodes_per_task": 2, "outer_epochs": 1}),
+    ("pearl", "meta/point-robot-v0", {"hidden": [8], "train_tasks": 3, "tasks_per_iteration": 2,
+                                      "updates_per_iteration": 2, "meta_batch": 2, "batch_size": 8, "context_batch": 4}),
 ])
-def test_a_killed_meta_run_resumes_to_the_same_evaluations(algorithm, settings, tmp_path):
+def test_a_killed_meta_run_resumes_to_the_same_evaluations(algorithm, benchmark_id, settings, tmp_path):
     from offbench.meta_runs import train_meta_run
     from offbench.train import TrainConfig, TrainingInterrupted
 
     config = TrainConfig(steps=3, eval_every=1, eval_episodes=3, final_eval_episodes=4, seed=2)
-    straight = train_meta_run(algorithm, "meta/bandit-k5-n10-v0", settings, config, tmp_path / "a")
+    straight = train_meta_run(algorithm, benchmark_id, settings, config, tmp_path / "a")
     calls = iter([False, True])
     with pytest.raises(TrainingInterrupted):
-        train_meta_run(algorithm, "meta/bandit-k5-n10-v0", settings, config, tmp_path / "b",
-                       should_stop=lambda: next(calls, True))
-    resumed = train_meta_run(algorithm, "meta/bandit-k5-n10-v0", settings, config, tmp_path / "b")
+        train_meta_run(algorithm, benchmark_id, settings, config, tmp_path / "b", should_stop=lambda: next(calls, True))
+    resumed = train_meta_run(algorithm, benchmark_id, settings, config, tmp_path / "b")
     assert straight == resumed
     a = (tmp_path / "a" / "evaluations.jsonl").read_text()
     assert a == (tmp_path / "b" / "evaluations.jsonl").read_text()
@@ -93,12 +94,28 @@ def test_reproduce_meta_smoke_runs_every_meta_algorithm(tmp_path, capsys):
     from offbench.cli import main
 
     out = tmp_path / "meta"
-    assert main(["reproduce", "meta", "--protocol", "smoke", "--workers", "1", "--quiet", "--out", str(out),
-                 "--datasets", "meta/bandit-k5-n10-v0"]) == 0
+    assert main(["reproduce", "meta", "--protocol", "smoke", "--workers", "1", "--quiet", "--out", str(out)]) == 0
     table = (out / "report" / "table.md").read_text()
     assert "normalised trial return" in table and "| meta/bandit-k5-n10-v0 | 5.000 | 6.660 | Bayes-optimal |" in table
     import pandas as pd
 
     results = pd.read_csv(out / "results.csv")
-    assert sorted(results.algorithm.unique()) == ["maml", "rl2"]
-    assert results.episode_returns.notna().all()
+    runs = set(zip(results.algorithm, results.dataset))
+    assert {a for a, _ in runs} == {"rl2", "maml", "pearl"}
+    assert {d for a, d in runs if a == "pearl"} == {"meta/point-robot-v0"}  # [overrides.pearl].datasets
+    assert len(runs) == 7 and results.episode_returns.notna().all()
+    assert "not run" not in table  # a dataset an algorithm is not planned on is not a missing run
+
+
+def test_an_algorithm_may_be_restricted_to_some_datasets(tmp_path):
+    from offbench.protocol import load_protocol
+
+    base = (tmp_path / "p.toml")
+    text = ('name = "x"\nsuite = "meta"\nseeds = [0]\ndatasets = ["meta/gridnavi-v0"]\nalgorithms = ["rl2"]\n'
+            '[overrides.rl2]\ndatasets = ["meta/nope-v0"]\n')
+    base.write_text(text)
+    with pytest.raises(OffbenchError, match=r"\[overrides.rl2\].datasets must be a non-empty list"):
+        load_protocol(base)
+    base.write_text(text.replace("meta/nope-v0", "meta/gridnavi-v0"))
+    protocol = load_protocol(base)
+    assert protocol.datasets_for("rl2") == ["meta/gridnavi-v0"] and protocol.datasets_for("maml") == ["meta/gridnavi-v0"]

@@ -123,7 +123,8 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                 for r in manifest.get("runs", []) if isinstance(r, dict)}
     missing = []
     for algorithm in algorithms:
-        for dataset in datasets:
+        for dataset in [d for d in datasets if d in protocol.datasets_for(algorithm)
+                        or any(k[:2] == (algorithm, d) for k in runs)]:  # the runs the protocol plans
             for run_seed in sorted(set(seeds) | {k[2] for k in runs if k[:2] == (algorithm, dataset)}):
                 key = (algorithm, dataset, run_seed)
                 if runs.get(key, {}).get("complete"):
