@@ -15,7 +15,10 @@ every update). An evaluation row holds each trial's return (``returns``), each e
 What a trial is for each algorithm: RL² plays the trial's episodes with its hidden state carried
 across them (the benchmark's trial, exactly); PEARL plays episode 1 with z from the prior and each
 later one with z drawn from the posterior of the trial's transitions so far (posterior sampling,
-also the benchmark's trial). MAML's episode k is played by its policy after k inner
+also the benchmark's trial); DREAM plays episode 1 with its exploration policy (rewarded for
+information, not the task's reward) and the later ones with its exploitation policy given the
+task embedding decoded from episode 1: its own objective is the return of episodes 2 onwards,
+which ``episode_returns`` keeps. MAML's episode k is played by its policy after k inner
 gradient steps, each on ``episodes_per_task`` episodes of the policy before it (MAML's few-shot
 protocol, Finn et al. §5.3): it sees that many times more experience per adaptation than RL².
 """
@@ -33,7 +36,7 @@ from offbench.envs.meta.benchmarks import EVAL_TASK_SEED, MetaBenchmark, eval_ta
 from offbench.errors import OffbenchError
 
 #: the online meta-RL algorithms a ``meta`` protocol can name
-META_ALGORITHMS = ("rl2", "maml", "pearl")
+META_ALGORITHMS = ("rl2", "maml", "pearl", "dream")
 
 
 def _split(settings: dict[str, Any], cls) -> tuple[dict, dict]:
@@ -106,7 +109,27 @@ class _MAML:
                                              seed=EVAL_TASK_SEED)
 
 
-class _PEARL:
+class _IterationRunner:
+    """A trainer with ``fit(step, out, on_iteration)`` and ``adapt_and_evaluate(tasks, episodes, seed)``."""
+
+    trainer = None
+    benchmark: MetaBenchmark
+    out: Path
+
+    def train_to(self, step: int, should_stop) -> int:
+        def stop(row):
+            if should_stop is not None and should_stop():
+                raise _Stop(row["iteration"])
+
+        self.trainer.fit(step, self.out / "agent", on_iteration=stop)
+        return step
+
+    def evaluate(self, trials: int) -> np.ndarray:
+        return self.trainer.adapt_and_evaluate(eval_tasks(self.benchmark, trials), self.benchmark.episodes,
+                                               seed=EVAL_TASK_SEED)
+
+
+class _PEARL(_IterationRunner):
     def __init__(self, benchmark: MetaBenchmark, settings: dict, seed: int, steps: int, out: Path):
         import gymnasium as gym
 
@@ -121,17 +144,26 @@ class _PEARL:
         make_env = lambda: gym.make(benchmark.env_id, disable_env_checker=True, **benchmark.env_kwargs)  # noqa: E731
         self.trainer = PEARLTrainer(make_env, PEARLConfig(**own), seed=seed)
 
-    def train_to(self, step: int, should_stop) -> int:
-        def stop(row):
-            if should_stop is not None and should_stop():
-                raise _Stop(row["iteration"])
 
-        self.trainer.fit(step, self.out / "agent", on_iteration=stop)
-        return step
+class _DREAM(_IterationRunner):
+    def __init__(self, benchmark: MetaBenchmark, settings: dict, seed: int, steps: int, out: Path):
+        import gymnasium as gym
 
-    def evaluate(self, trials: int) -> np.ndarray:
-        return self.trainer.adapt_and_evaluate(eval_tasks(self.benchmark, trials), self.benchmark.episodes,
-                                               seed=EVAL_TASK_SEED)
+        import offbench.envs.meta  # noqa: F401
+        from baselines.meta.dream import DREAMConfig, DREAMTrainer
+
+        own, unknown = _split(settings, DREAMConfig)
+        if unknown:
+            raise OffbenchError(f"unknown DREAM settings {sorted(unknown)}")
+        make_env = lambda: gym.make(benchmark.env_id, disable_env_checker=True, **benchmark.env_kwargs)  # noqa: E731
+        env = make_env()
+        tasks = len(getattr(env.unwrapped, "layout", None).goals) if hasattr(env.unwrapped, "layout") else None
+        env.close()
+        if tasks is None:
+            raise OffbenchError(f"DREAM needs a family whose task is a goal index (SignGrid), not {benchmark.env_id}")
+        self.benchmark, self.out = benchmark, out
+        # the epsilon schedule runs over the protocol's iterations unless a setting says otherwise
+        self.trainer = DREAMTrainer(make_env, tasks, DREAMConfig(**{"iterations": steps, **own}), seed=seed)
 
 
 class _Stop(Exception):
@@ -160,7 +192,7 @@ def train_meta_run(algorithm: str, benchmark_id: str, settings: dict[str, Any], 
     if config_path.exists() and json.loads(config_path.read_text()) != json.loads(json.dumps(resolved)):
         raise OffbenchError(f"{out} holds a meta run with other settings; use another --out or the same settings")
     write_atomic(config_path, json.dumps(resolved, indent=2))
-    runner = {"rl2": _RL2, "maml": _MAML, "pearl": _PEARL}[algorithm](benchmark, settings, config.seed, config.steps,
+    runner = {"rl2": _RL2, "maml": _MAML, "pearl": _PEARL, "dream": _DREAM}[algorithm](benchmark, settings, config.seed, config.steps,
                                                                      out)
     path = out / "evaluations.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -42,6 +42,8 @@ def test_references_and_normalisation():
     assert bandit.normalise([5.0, reference], 10) == pytest.approx([0.0, 100.0])
     grid = get_benchmark("meta/gridnavi-v0")
     assert grid.references(10)[1] == pytest.approx(521 / 14)
+    sign = get_benchmark("meta/signgrid-v0")
+    assert sign.references(5) == pytest.approx((-3.382522, 1.2), abs=1e-6)  # random: simulated -3.374 +- 0.018
     point = get_benchmark("meta/point-robot-v0")
     random, oracle = point.references(20)
     assert random < oracle < 0  # dense rewards are negative distances; the oracle walks straight to the goal
@@ -101,9 +103,10 @@ def test_reproduce_meta_smoke_runs_every_meta_algorithm(tmp_path, capsys):
 
     results = pd.read_csv(out / "results.csv")
     runs = set(zip(results.algorithm, results.dataset))
-    assert {a for a, _ in runs} == {"rl2", "maml", "pearl"}
+    assert {a for a, _ in runs} == {"rl2", "maml", "pearl", "dream"}
     assert {d for a, d in runs if a == "pearl"} == {"meta/point-robot-v0"}  # [overrides.pearl].datasets
-    assert len(runs) == 7 and results.episode_returns.notna().all()
+    assert {d for a, d in runs if a == "dream"} == {"meta/signgrid-v0"}
+    assert len(runs) == 10 and results.episode_returns.notna().all()
     assert "not run" not in table  # a dataset an algorithm is not planned on is not a missing run
 
 

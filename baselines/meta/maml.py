@@ -58,10 +58,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from offbench.atomic import write_atomic
 from offbench.checkpoint import load_checkpoint, save_checkpoint
 from offbench.errors import OffbenchError
 from offbench.nn import seed_everything
+from offbench.resumable import resumable_loop
 
 
 @dataclass
@@ -293,26 +293,18 @@ class MAML(nn.Module):
             on_iteration: Callable[[dict], None] | None = None) -> list[dict]:
         """Meta-train to ``iterations``, resuming from ``out`` (a checkpoint after every iteration;
         ``metrics.jsonl`` one row per iteration)."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / "checkpoint"
-        if stem.with_suffix(".json").exists():
-            meta = load_checkpoint(stem, modules={"maml": self}, optimizers={"outer": self.optimizer},
-                                   generators={"maml": self.generator})
-            if meta["config"] != json.loads(json.dumps(asdict(self.config))):
-                raise OffbenchError(f"{out} holds a MAML run with other settings; use another folder")
-            self.iteration = meta["iteration"]
-        metrics = out / "metrics.jsonl"
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-        rows = [r for r in rows if r["iteration"] <= self.iteration]
         torch.set_num_threads(self.config.threads)
-        while self.iteration < iterations:
-            row = self.meta_iteration(make_env)
-            rows.append(row)
-            write_atomic(metrics, "".join(json.dumps(r) + "\n" for r in rows))
-            save_checkpoint(stem, modules={"maml": self}, optimizers={"outer": self.optimizer},
-                            generators={"maml": self.generator},
-                            extra={"iteration": self.iteration, "config": asdict(self.config)})
-            if on_iteration:
-                on_iteration(row)
-        return rows
+        return resumable_loop(out, iterations, load=self._load, save=self._save, current=lambda: self.iteration,
+                              step=lambda: self.meta_iteration(make_env), on_iteration=on_iteration)
+
+    def _save(self, stem: Path) -> None:
+        save_checkpoint(stem, modules={"maml": self}, optimizers={"outer": self.optimizer},
+                        generators={"maml": self.generator},
+                        extra={"iteration": self.iteration, "config": asdict(self.config)})
+
+    def _load(self, stem: Path) -> None:
+        meta = load_checkpoint(stem, modules={"maml": self}, optimizers={"outer": self.optimizer},
+                               generators={"maml": self.generator})
+        if meta["config"] != json.loads(json.dumps(asdict(self.config))):
+            raise OffbenchError(f"{stem.parent} holds a MAML run with other settings; use another folder")
+        self.iteration = meta["iteration"]

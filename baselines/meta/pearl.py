@@ -52,10 +52,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from offbench.atomic import write_atomic
 from offbench.checkpoint import load_checkpoint, save_checkpoint
 from offbench.errors import OffbenchError
 from offbench.nn import QEnsemble, TanhGaussianPolicy, mlp, seed_everything, soft_update
+from offbench.resumable import resumable_loop
 
 
 @dataclass
@@ -290,28 +290,18 @@ class PEARLTrainer:
         self.iteration, self.episodes = meta["iteration"], meta["episodes"]
         self.rng.bit_generator.state = meta["numpy_rng"]
 
+    def iterate(self) -> dict:
+        """One iteration of Algorithm 1: collect, then ``updates_per_iteration`` meta-batch steps."""
+        self.collect()
+        stats = [self.train_step() for _ in range(self.config.updates_per_iteration)]
+        self.iteration += 1
+        return {"iteration": self.iteration, "transitions": int(sum(len(b) for b in self.buffers)),
+                **{k: float(np.mean([s[k] for s in stats])) for k in stats[0]}}
+
     def fit(self, iterations: int, out: str | Path, on_iteration: Callable[[dict], None] | None = None) -> list[dict]:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / "checkpoint"
-        if stem.with_suffix(".json").exists():
-            self._load(stem)
-        metrics = out / "metrics.jsonl"
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-        rows = [r for r in rows if r["iteration"] <= self.iteration]
         torch.set_num_threads(self.config.threads)
-        while self.iteration < iterations:
-            self.collect()
-            stats = [self.train_step() for _ in range(self.config.updates_per_iteration)]
-            self.iteration += 1
-            row = {"iteration": self.iteration, "transitions": int(sum(len(b) for b in self.buffers)),
-                   **{k: float(np.mean([s[k] for s in stats])) for k in stats[0]}}
-            rows.append(row)
-            write_atomic(metrics, "".join(json.dumps(r) + "\n" for r in rows))
-            self._save(stem)
-            if on_iteration:
-                on_iteration(row)
-        return rows
+        return resumable_loop(out, iterations, load=self._load, save=self._save, current=lambda: self.iteration,
+                              step=self.iterate, on_iteration=on_iteration)
 
     def adapt_and_evaluate(self, tasks: list[dict], episodes: int, seed: int) -> np.ndarray:
         """Per-episode returns [tasks, episodes] of trials with posterior sampling (section 4.3),

@@ -19,6 +19,7 @@ id                        family, trial                             random      
 ``meta/bandit-k5-n10-v0``  BernoulliBandit 5 arms, 10 pulls, 1 ep.   5.0 (n / 2)        6.660 Bayes-optimal
 ``meta/gridnavi-v0``       GridNavi 5x5, 15 steps x 4 episodes        exact Markov chain 521/14 Bayes-optimal
 ``meta/point-robot-v0``    PointRobot (dense), 20 steps x 2 episodes  Monte Carlo        oracle, per task
+``meta/signgrid-v0``       SignGrid 5x5, 2 episodes of <= 20 steps    exact Markov chain 6/5 Bayes-optimal
 ========================  ========================================  =================  ====================
 
 The point robot's random policy moves by uniform steps in the action box; its expected return is
@@ -65,6 +66,8 @@ BENCHMARKS: dict[str, MetaBenchmark] = {b.benchmark_id: b for b in (
                   "GridNavi 5x5, hidden goal, 4 episodes of 15 steps (VariBAD)"),
     MetaBenchmark("meta/point-robot-v0", "offbench/PointRobot-v0", 2, "oracle",
                   "point robot, dense reward, goals in U[-1, 1]^2, 2 episodes of 20 steps (PEARL)"),
+    MetaBenchmark("meta/signgrid-v0", "offbench/SignGrid-v0", 2, "Bayes-optimal",
+                  "SignGrid 5x5: the goal corner is written on a sign off the way, 2 episodes of at most 20 steps"),
 )}
 
 
@@ -105,6 +108,10 @@ def _references(benchmark_id: str, tasks: int) -> tuple[float, float]:
         return gridnavi_random_return(benchmark.episodes), float(solve_bayes_optimal(episodes=benchmark.episodes).value)
     if benchmark_id == "meta/point-robot-v0":
         return point_robot_references(eval_tasks(benchmark, tasks), benchmark.episodes)
+    if benchmark_id == "meta/signgrid-v0":
+        from offbench.envs.meta.sign_grid import solve_optimal
+
+        return signgrid_random_return(benchmark.episodes), float(solve_optimal(benchmark.episodes).value)
     raise OffbenchError(f"no references for {benchmark_id!r}")  # pragma: no cover - every id has them
 
 
@@ -130,6 +137,34 @@ def gridnavi_random_return(episodes: int, width: int = 5, height: int = 5, lengt
     goals = candidate_goals(width, height)
     per_goal = [GOAL_REWARD * on_cell[index[g]] + STEP_REWARD * (length - on_cell[index[g]]) for g in goals]
     return float(episodes * np.mean(per_goal))
+
+
+def signgrid_random_return(episodes: int) -> float:
+    """The uniformly random policy's exact expected trial return on SignGrid (default layout): a
+    Markov chain over cells in which the corners absorb; each step into a non-corner cell pays
+    -0.1, entering a corner ends the episode with +1 if it is the goal and -1 otherwise, which for
+    a policy that ignores the task is -0.5 in expectation over the uniform goal; episodes end after
+    20 steps. The same for every episode of the trial (the policy does not learn)."""
+    from offbench.envs.meta.sign_grid import SignGridLayout
+
+    lay = SignGridLayout()
+    cells = [(x, y) for x in range(lay.width) for y in range(lay.height)]
+    index = {c: i for i, c in enumerate(cells)}
+    corner = np.array([c in lay.goals for c in cells])
+    p = np.zeros(len(cells))
+    p[index[lay.start]] = 1.0
+    total = 0.0
+    for _ in range(lay.episode_length):
+        nxt = np.zeros(len(cells))
+        for c, prob in zip(cells, p):
+            if prob and not corner[index[c]]:
+                for a in range(5):
+                    nxt[index[lay.move(c, a)]] += prob / 5
+        entered = nxt[corner].sum()
+        total += -0.1 * (nxt.sum() - entered) - 0.5 * entered
+        nxt[corner] = 0.0  # absorbed: the episode is over
+        p = nxt
+    return float(episodes * total)
 
 
 def point_robot_references(tasks: list[dict], episodes: int, samples: int = 20_000) -> tuple[float, float]:
