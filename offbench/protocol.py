@@ -124,6 +124,10 @@ def protocol_for_suite(suite: str, protocol: str | Path | None = None) -> Protoc
     matching = [n for n in protocol_names() if n != "smoke" and not n.endswith("-smoke")
                 and load_protocol(n).suite == suite]
     if not matching:
+        smoke = [n for n in protocol_names() if (n == "smoke" or n.endswith("-smoke")) and load_protocol(n).suite == suite]
+        if smoke:
+            raise OffbenchError(f"suite {suite!r} has no table protocol yet, only {smoke[0]!r}: "
+                                f"run `offbench reproduce {suite} --protocol smoke`, or pass --protocol PATH")
         suites = sorted({load_protocol(n).suite for n in protocol_names()})
         raise OffbenchError(f"no shipped protocol for suite {suite!r}: the suites are {suites}; "
                             "pass --protocol PATH to run another")
@@ -160,6 +164,11 @@ def check_runnable(protocol: Protocol) -> None:
                 raise OffbenchError(f"dataset file {dataset_id} does not exist")
         elif not cached_path(dataset_id).is_file():  # a cached dataset without a card (an import) runs too
             get_card(dataset_id)  # raises, naming the id and close matches
+    if not any(protocol.datasets_for(a) for a in protocol.algorithms):
+        only = {a: protocol.per_algorithm[a]["datasets"] for a in protocol.algorithms
+                if "datasets" in protocol.per_algorithm.get(a, {})}
+        raise OffbenchError(f"protocol {protocol.name!r} has no runs for this selection: "
+                            f"{', '.join(f'{a} runs on {d} only' for a, d in only.items()) or 'no datasets'}")
     seeds = protocol.seeds
     if not seeds:
         raise OffbenchError("--seeds must be at least 1 (the number of seeds 0..N-1 to run)")
