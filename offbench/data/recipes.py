@@ -182,8 +182,14 @@ def _build_ogbench_pointmaze(card: DatasetCard, path: Path, progress: bool) -> N
     build_from_card(card, path, progress)
 
 
+def _build_meta_tasks(card: DatasetCard, path: Path, progress: bool) -> None:
+    from offbench.data.meta_generation import build_from_card
+
+    build_from_card(card, path, progress)
+
+
 BUILDERS = {"rollout": _build_rollout, "mix": _build_mix, "replay": _build_replay,
-            "ogbench_pointmaze": _build_ogbench_pointmaze}
+            "ogbench_pointmaze": _build_ogbench_pointmaze, "meta_tasks": _build_meta_tasks}
 
 
 def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True,
