@@ -40,6 +40,7 @@ check and the InvertedDoublePendulum tip height below.
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -335,6 +336,12 @@ TASKS: dict[str, Task] = _tasks(
            reward_bounds=POINTMAZE_REWARD_BOUNDS, max_episode_steps=POINTMAZE_MAX_EPISODE_STEPS,
            max_rewarded_steps=1)
       for maze in POINTMAZES),
+    # offline meta-RL datasets (meta/<task>/...): the families' episodes never terminate; GridNavi
+    # pays +1 on the goal and -0.1 elsewhere, the dense point robot minus the distance to the goal
+    Task("gridnavi", "offbench/GridNavi-v0", ("meta",), observation_dim=2, termination=_never,
+         reward_bounds=(-0.1, 1.0), max_episode_steps=15),
+    Task("point-robot", "offbench/PointRobot-v0", ("meta",), observation_dim=2, termination=_never,
+         reward_bounds=(-math.inf, 0.0), max_episode_steps=20),
 )
 
 

@@ -78,6 +78,11 @@ class GridNaviEnv(MetaTaskMixin, gym.Env):
         self._cell = START
         self._t = 0
 
+    @property
+    def max_episode_steps(self) -> int:
+        """The episode's time limit (``episode_length``; the environment applies it itself)."""
+        return self.episode_length
+
     # ---------------------------------------------------------------- tasks
     def _draw_task(self, rng: np.random.Generator) -> Task:
         return {"goal": np.array(self.goals[int(rng.integers(len(self.goals)))], dtype=np.int64)}

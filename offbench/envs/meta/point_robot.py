@@ -72,6 +72,11 @@ class PointRobotEnv(MetaTaskMixin, gym.Env):
         self._position = np.zeros(2)
         self._t = 0
 
+    @property
+    def max_episode_steps(self) -> int:
+        """The episode's time limit (``episode_length``; the environment applies it itself)."""
+        return self.episode_length
+
     def _draw_task(self, rng: np.random.Generator) -> Task:
         if self.sparse:
             angle = rng.uniform(0.0, np.pi)
