@@ -54,6 +54,8 @@ BUILTIN = {
     "qrl": "baselines.goal.qrl:QRL",
     "crl": "baselines.goal.crl:CRL",
     "hiql": "baselines.goal.hiql:HIQL",
+    # offline meta-RL (datasets meta/<family>/...)
+    "context_iql": "baselines.meta.context_iql:ContextIQL",
 }
 
 
