@@ -7,6 +7,8 @@ Both truncate after 10 steps themselves (``horizon`` keyword; see ``offbench.env
 
 - ``offbench/pointmaze-{medium,large,giant,teleport}-v0``: OGBench's PointMaze with Dict goal
   observations (``offbench.envs.pointmaze``; needs ``pip install --no-deps ogbench==1.2.2`` when made).
+- ``offbench/PointPlane-v0``: a bounded, reward-free 2-D point plane for skill discovery
+  (``offbench.envs.point_plane``).
 - Meta-RL task families ``offbench/{BernoulliBandit,GridNavi,PointRobot,SparsePointRobot,SignGrid,
   HalfCheetahVel}-v0`` with exact references (``offbench.envs.meta``).
 """
@@ -21,6 +23,8 @@ _ENVS = {
     "offbench/StitchGrid-v0": {"one_hot": False, "horizon": HORIZON},
     "offbench/StitchGridOneHot-v0": {"one_hot": True, "horizon": HORIZON},
 }
+if "offbench/PointPlane-v0" not in registry:  # the skill-discovery suite's reward-free plane
+    register(id="offbench/PointPlane-v0", entry_point="offbench.envs.point_plane:PointPlaneEnv")
 
 for _id, _kwargs in _ENVS.items():
     if _id not in registry:  # importing twice (reloads, tests) must not re-register
