@@ -230,17 +230,20 @@ def _lab(color: str) -> np.ndarray:
 
 def test_palette_is_distinguishable_and_stable():
     from offbench.algorithm import BUILTIN
-    from offbench.evaluation.colors import BUILTIN_SLOTS, PALETTE, assign_colors
+    from offbench.evaluation.colors import BUILTIN_SLOTS, PALETTE, SUITE_GROUPS, assign_colors
 
     assert len(PALETTE) == 12
     for a, b in itertools.combinations(PALETTE, 2):
         assert np.linalg.norm(_lab(a) - _lab(b)) >= 25, (a, b)  # CIE76 distance: clearly different
-    assert list(BUILTIN_SLOTS) == list(BUILTIN) and len(set(BUILTIN_SLOTS.values())) == len(BUILTIN)
+    assert list(BUILTIN_SLOTS) == list(BUILTIN) and sorted(a for g in SUITE_GROUPS for a in g) == sorted(BUILTIN)
+    for group in SUITE_GROUPS:  # the baselines that share figures have distinct colours
+        assert len({BUILTIN_SLOTS[a] for a in group}) == len(group)
+    lite_names = list(SUITE_GROUPS[0])
     # by name, not by position: adding or reordering algorithms keeps everyone's colour
-    lite = assign_colors(list(BUILTIN))
+    lite = assign_colors(lite_names)
     assert assign_colors(["iql", "percent_bc"]) == {"iql": lite["iql"], "percent_bc": lite["percent_bc"]}
-    more = assign_colors(["mine.algo:X", *reversed(BUILTIN), "theirs:Y"])
-    assert {a: more[a] for a in BUILTIN} == lite and len(set(more.values())) == 12
+    more = assign_colors(["mine.algo:X", *reversed(lite_names), "theirs:Y"])
+    assert {a: more[a] for a in lite_names} == lite and len(set(more.values())) == 12
     # two leaderboard entries of one algorithm differ; the first by name keeps the algorithm's colour
     entries = assign_colors(["zz-bc", "offbench-bc", "offbench-iql"],
                             {"zz-bc": "bc", "offbench-bc": "bc", "offbench-iql": "iql"})
