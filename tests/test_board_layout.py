@@ -127,7 +127,7 @@ def test_tied_iqms_share_a_rank(shipped_board):
     """%BC and AWR both show an IQM of 68.4 on the shipped board: both are first, IQL third."""
     readme = (shipped_board / "README.md").read_text()
     rows = [line.split(" | ")[:4] for line in readme.splitlines() if line.startswith("| ") and "offbench-" in line
-            and "[" in line]
+            and "[" in line and "offbench-goal-" not in line]  # the lite table (the goal table has its own ranks)
     assert [(r[0], r[1], r[3].split(" ")[0]) for r in rows[:3]] == [
         ("| 1", "offbench-percent\\_bc", "68.4"), ("| 1", "offbench-awr", "68.4"), ("| 3", "offbench-iql", "54.4")]
     assert [int(r[0][2:]) for r in rows] == [1, 1, 3, 4, 5, 6, 7, 8, 9, 10]
@@ -159,9 +159,10 @@ def test_board_and_report_show_the_same_cells_for_the_shipped_data(shipped_board
     report = build_report(SHIPPED_RESULTS, reps=10)  # means and standard errors do not depend on reps
     table_md = render_table_md(report)
     board_md = (shipped_board / "README.md").read_text()
+    board_md = board_md[board_md.index("## Suite `lite`"):]  # the lite section (the goal suite has its own)
     report_cells = _markdown_rows(table_md, "dataset")
     board_cells = _markdown_rows(board_md, "dataset")
-    (group,) = make_groups(load_entries(SHIPPED_ENTRIES))
+    (group,) = [g for g in make_groups(load_entries(SHIPPED_ENTRIES)) if g.suite == "lite"]  # the lite table
     assert len(group.rows) == len(report["algorithms"]) == 10 and len(board_cells) == 9
     for entry, scores in group.rows:
         algorithm = entry["algorithm"]["import_path"]
@@ -193,7 +194,7 @@ def test_board_and_report_give_identical_iqm_intervals_for_the_shipped_data():
     from offbench.leaderboard.site import iqm_ci_text
 
     report = build_report(SHIPPED_RESULTS)  # the defaults: 2000 replicates, seed 0
-    (group,) = make_groups(load_entries(SHIPPED_ENTRIES))
+    (group,) = [g for g in make_groups(load_entries(SHIPPED_ENTRIES)) if g.suite == "lite"]  # the lite table
     for entry, scores in group.rows:
         aggregate = report["aggregates"]["headline"]["lite"][entry["algorithm"]["import_path"]]["iqm"]
         assert (scores.iqm, *scores.ci) == pytest.approx((aggregate["value"], aggregate["low"], aggregate["high"]),
@@ -275,7 +276,8 @@ def test_report_and_board_draw_an_algorithm_in_the_same_colour(tmp_path, shipped
     svg = (shipped_board / "site" / "figures" / "lite--lite-datasets.svg").read_text()
     iqm_svg = (shipped_board / "site" / "figures" / "lite--lite-iqm.svg").read_text()
     for algorithm, color in assign_colors(json.loads(p.read_text())["algorithm"]["import_path"]
-                                          for p in SHIPPED_ENTRIES.glob("*.json")).items():
+                                          for p in SHIPPED_ENTRIES.glob("*.json")
+                                          if json.loads(p.read_text())["suite"] == "lite").items():
         assert f"fill: {color}" in svg and f"fill: {color}" in iqm_svg, algorithm
 
 
@@ -283,7 +285,7 @@ def test_per_dataset_figure_is_wide_with_the_legend_outside(shipped_board):
     from offbench.leaderboard.build import load_entries, make_groups
     from offbench.leaderboard.site import datasets_figure
 
-    (group,) = make_groups(load_entries(SHIPPED_ENTRIES))
+    (group,) = [g for g in make_groups(load_entries(SHIPPED_ENTRIES)) if g.suite == "lite"]  # the lite table
     fig = datasets_figure(group)
     assert fig.get_figwidth() >= 10
     fig.draw_without_rendering()
@@ -325,7 +327,8 @@ def test_board_fits_1400px_and_a_phone(shipped_board, tmp_path):
                 page.screenshot(path=str(shots / f"board-{width}.png"), full_page=True)
                 overflow = page.evaluate(OVERFLOW)
                 assert overflow["page"] <= 0 and overflow["body"] <= 0, (width, overflow)
-                assert len(overflow["tables"]) == 12  # board, per-dataset and one per entry: all in a scroll box
+                # per suite: the board, the per-dataset table and one per entry, all in a scroll box
+                assert len(overflow["tables"]) == 12 + 8  # lite: 10 entries; goal: 6
                 extra = dict(overflow["tables"])
                 if width == 1400:
                     assert all(v <= 0 for v in extra.values()), overflow["tables"]
