@@ -155,6 +155,17 @@ class ReplayBuffer:
         return list(zip(bounds[:-1], bounds[1:]))
 
 
+def saved_replay_rows(directory: Path) -> int:
+    """How many rows from the start of a run's saved replay buffer are on disk (0 without one)."""
+    covered = 0
+    for path in sorted(Path(directory).glob("rows-*.npz"), key=lambda p: int(p.stem.split("-")[1])):
+        start, end = (int(x) for x in path.stem.split("-")[1:])
+        if start != covered:
+            break
+        covered = end
+    return covered
+
+
 def read_replay_rows(directory: Path, upto: int) -> dict[str, np.ndarray]:
     """Rows [0, upto) of a run's saved replay buffer (``buffer/rows-*.npz``), read-only."""
     chunks: dict[str, list[np.ndarray]] = {}

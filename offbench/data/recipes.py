@@ -88,22 +88,22 @@ def _rollout_into(path: Path, *, dataset_id: str, description: str, recipe: dict
 def _build_replay(card: DatasetCard, path: Path, progress: bool) -> None:
     """The replay buffer of an online run up to step ``upto`` (D4RL's medium-replay).
 
-    Reads ``$OFFBENCH_HOME/runs/behaviour/<run>/buffer``; if that run is not on this machine,
-    retrains it from the recorded ``online`` configuration up to ``upto`` steps — hours for
-    locomotion tasks. The online loop is deterministic for a seed, so on the card's CPU class the
+    Reads ``$OFFBENCH_HOME/runs/behaviour/<run>/buffer``; if that run is not on this machine, or
+    stopped before ``upto`` steps (a build that was interrupted), trains or resumes it from the
+    recorded ``online`` configuration up to ``upto`` steps — hours for locomotion tasks. The online loop is deterministic for a seed, so on the card's CPU class the
     buffer is the same; on another CPU it is another run of the same configuration, which
     ``build_dataset`` then compares with the card statistically.
     """
     from offbench.data.catalogue import offbench_home
-    from offbench.online import OnlineConfig, OnlineRun, read_replay_rows
+    from offbench.online import OnlineConfig, OnlineRun, read_replay_rows, saved_replay_rows
 
     r = card.recipe
     upto = int(r["upto"])
     run_dir = offbench_home() / "runs" / "behaviour" / r["run"]
-    if not (run_dir / "state.json").exists():
+    if not (run_dir / "state.json").exists() or saved_replay_rows(run_dir / "buffer") < upto:
         if "online" not in r:
-            raise OffbenchError(f"{card.path}: run {r['run']!r} is not in {run_dir.parent} and the recipe has no "
-                                "'online' configuration to retrain it")
+            raise OffbenchError(f"{card.path}: run {r['run']!r} is not in {run_dir.parent} (or holds fewer than "
+                                f"{upto} steps) and the recipe has no 'online' configuration to retrain it")
         OnlineRun(OnlineConfig(**{**r["online"], "steps": upto}), run_dir).train(progress=progress)
     rows = read_replay_rows(run_dir / "buffer", upto)
     env = gym.make(r["env_id"])
