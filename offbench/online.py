@@ -315,7 +315,7 @@ class OnlineRun:
         bar = tqdm(total=cfg.steps, initial=self.step, unit="step", unit_scale=True, disable=not progress,
                    desc=f"{cfg.algo} {cfg.env_id}", smoothing=0.05)
         started = time.perf_counter() - self.elapsed
-        episode_return, pending_checkpoint = 0.0, False
+        episode_return, pending_checkpoint, checkpointed = 0.0, False, None
         try:
             while self.step < cfg.steps:
                 if self.step < cfg.warmup_steps:
@@ -355,14 +355,17 @@ class OnlineRun:
                 if terminated or truncated:
                     self.episodes += 1
                     episode_return = 0.0
-                    if pending_checkpoint:  # episode boundary: the state is exactly resumable
+                    if pending_checkpoint or self.step >= cfg.steps:
+                        # episode boundary, before the reset: the state is exactly resumable, so a
+                        # run extended to more steps later continues as one that never stopped
                         self.checkpoint()
-                        pending_checkpoint = False
+                        pending_checkpoint, checkpointed = False, self.step
                     obs, _ = self.env.reset()
                     sim = simulator_state(self.env)
         finally:
             bar.close()
-        self.checkpoint()
+        if checkpointed != self.step:  # the budget cut an episode: resumable, but a new episode follows
+            self.checkpoint()
         if self.step % cfg.snapshot_every:  # the final policy is always a snapshot
             self.snapshot(last_eval)
         if self.curve:

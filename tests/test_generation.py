@@ -120,6 +120,20 @@ def test_replay_recipe_retrains_a_missing_run(generation_catalogue, trained_run)
     np.testing.assert_array_equal(ds.actions, rows["actions"])
 
 
+def test_replay_recipe_resumes_a_run_that_stopped_early(generation_catalogue, trained_run):
+    """A behaviour run interrupted before ``upto`` (a killed build) is resumed to ``upto``, not refused."""
+    from offbench.online import OnlineConfig, OnlineRun, read_replay_rows, saved_replay_rows
+    link = offbench_home() / "runs" / "behaviour" / trained_run.name
+    link.unlink()
+    online = json.loads((trained_run / "config.json").read_text())["online"]
+    OnlineRun(OnlineConfig(**{**online, "steps": 200}), link).train(progress=False)
+    assert saved_replay_rows(link / "buffer") == 200
+    assert main(["datasets", "build", "gen/pendulum/medium-replay-v0", "--quiet"]) == 0
+    assert saved_replay_rows(link / "buffer") >= 300
+    ds = load_dataset("gen/pendulum/medium-replay-v0")
+    np.testing.assert_array_equal(ds.actions, read_replay_rows(trained_run / "buffer", 300)["actions"])
+
+
 def test_medium_expert_mix(generation_catalogue):
     assert main(["datasets", "build", "gen/pendulum/medium-expert-v0", "--quiet"]) == 0
     ds = load_dataset("gen/pendulum/medium-expert-v0", validate=True)
