@@ -80,6 +80,9 @@ def test_table_cells_are_mean_and_standard_error_over_seeds(results, tmp_path):
     assert 10.0 <= cell["low"] <= 20.0 <= cell["high"] <= 30.0
     assert f"| {MEDIUM} | 37.0 | 20.0 ± 5.8 [{cell['low']:.1f}, {cell['high']:.1f}] | 50.0 ± 5.8 [" in table_md
     assert "Cells: mean ± standard error over 3 seeds" in table_md
+    # slopes over the 3 evaluations: bc climbs on expert only (+150 ± 29 per 1k steps; medium's
+    # +65 ± 40 is within 2 SE), iql on both; the aggregate rows say how many cells still move
+    assert "| **cells not settled (↑ / ↓)** | | 1 of 2 | 2 of 2 |" in table_md
     assert report["behaviour"][MEDIUM] == 37.0  # the card's mean episode return, normalised
     iql = _cell(report, "iql", EXPERT)
     assert iql["mean"] == pytest.approx(105.0) and iql["std"] == pytest.approx(np.std([110, 100, 105], ddof=1))

@@ -529,6 +529,11 @@ def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> l
                          ((marks or {}).get(dataset, {}).get(a) or {}).get("verdict"), "") for a in algos) + " |")
     for label, estimates in _aggregate_rows(report, view):
         lines.append(f"| **{label}** | | " + " | ".join(_estimate_text(estimates[a]) for a in algos) + " |")
+    if marks:  # an aggregate over cells that are still moving ranks the budget, not the method
+        counts = {a: sum(((marks.get(d, {}).get(a) or {}).get("verdict") in arrow) for d in view["datasets"])
+                  for a in algos}
+        lines.append(f"| **cells not settled (↑ / ↓)** | | " + " | ".join(
+            f"{counts[a]} of {len(view['datasets'])}" for a in algos) + " |")
     return lines
 
 
