@@ -320,6 +320,26 @@ def build_algorithm(name: str, dataset: Dataset, overrides: dict[str, Any], seed
     return cls(dataset.observation_space, dataset.action_space, config, seed=seed)
 
 
+def load_run(run: str | os.PathLike, dataset: str | os.PathLike | None = None):
+    """``(algorithm, dataset, step)``: a training run's algorithm at its latest checkpoint, in eval
+    mode, and the dataset it trained on (``dataset``: another id or path with the same content)."""
+    from offbench.checkpoint import load_checkpoint
+    from offbench.data import load_dataset
+
+    run = Path(run)
+    if not (run / "checkpoint.json").exists():
+        raise OffbenchError(f"{run} has no checkpoint (checkpoint.json); is it an `offbench train` run directory?")
+    config = json.loads((run / "config.json").read_text())
+    data = load_dataset(dataset or config["dataset"]["id"])
+    if data.content_sha256() != config["dataset"]["content_sha256"]:
+        raise OffbenchError(f"the dataset {data.metadata.dataset_id} differs from the one the run trained on")
+    algorithm = build_algorithm(config["algorithm"], data, config["algorithm_overrides"], config["train"]["seed"])
+    algorithm.prepare(data)
+    meta = load_checkpoint(run / "checkpoint", modules={"algorithm": algorithm})
+    algorithm.eval()
+    return algorithm, data, int(meta["step"])
+
+
 def train_run(name: str, dataset: Dataset, overrides: dict[str, Any], config: TrainConfig, out: Path, *,
               progress: bool = True, on_step=None, should_stop: Callable[[], bool] | None = None) -> dict:
     """Defaults < ``baselines/configs/<name>.toml`` entries matching the dataset < ``overrides``.

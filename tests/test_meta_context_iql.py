@@ -96,3 +96,102 @@ def test_data_without_tasks_is_refused(grid):
     untasked = Dataset({k: v for k, v in grid.arrays.items() if k != "task_id"}, replace(grid.metadata, checksums={}))
     with pytest.raises(OffbenchError, match="no task_id"):
         TaskBatchSampler(untasked, tasks=2, batch_per_task=4, context_size=4)
+
+
+def _recording(algo):
+    """Wrap ``act_with`` to record the z of every step."""
+    seen, act_with = [], algo.act_with
+
+    def act(obs, z):
+        seen.append(z.clone())
+        return act_with(obs, z)
+    algo.act_with = act
+    return seen
+
+
+def test_online_adaptation_carries_the_context_across_the_trial(grid):
+    """Episode 1 starts from the prior's mean z = 0; the first step of episode 2 acts with the
+    posterior mean of all 15 transitions of episode 1 (GridNavi episodes are 15 steps)."""
+    import gymnasium as gym
+
+    import offbench.envs.meta  # noqa: F401
+
+    algo = ContextIQL(grid.observation_space, grid.action_space, ContextIQLConfig(**{**TINY, "hidden": (16,)}), seed=0)
+    algo.eval()
+    seen = _recording(algo)
+    make_env = lambda: gym.make("offbench/GridNavi-v0", disable_env_checker=True)  # noqa: E731
+    task = {"goal": np.array([4, 4])}
+    returns = algo.adapt_and_evaluate(make_env, [task], 2, seed=5)
+    assert returns.shape == (1, 2) and len(seen) == 30
+    assert torch.equal(seen[0], torch.zeros(1, 2))
+    # replay episode 1 to rebuild its context rows, then compare with the z of step 16
+    env = make_env()
+    obs, _ = env.reset(seed=5, options={"task": task})
+    rows = []
+    from offbench.data.task_batches import context_rows
+    for t in range(15):
+        z = algo.posterior_mean(np.stack(rows) if rows else None)
+        action = ContextIQL.act_with(algo, np.asarray(obs)[None], z[None])[0]
+        nxt, r, *_ = env.step(action)
+        rows.append(context_rows(np.asarray(obs)[None], np.asarray(action)[None], np.array([r]), np.asarray(nxt)[None],
+                                 algo.action_space)[0])
+        obs = nxt
+    assert torch.allclose(seen[15][0], algo.posterior_mean(np.stack(rows)))
+    assert returns[0, 0] == pytest.approx(sum(row[7] for row in rows))
+
+
+def test_offline_context_is_the_tasks_own_data_and_fixed(grid):
+    from offbench.envs.meta.benchmarks import get_benchmark
+    from offbench.evaluation.meta_adaptation import adaptation, dataset_tasks
+    from offbench.envs.meta.gridnavi import GridNaviEnv
+
+    ids, tasks = dataset_tasks(grid, 10)
+    assert ids == [0, 1, 2]  # the tiny dataset's three tasks, rebuilt from infos/task/goal
+    expected = GridNaviEnv().sample_tasks(3, 0)  # the recipe's task_seed
+    assert [t["goal"].tolist() for t in tasks] == [np.asarray(t["goal"]).tolist() for t in expected]
+    algo = ContextIQL(grid.observation_space, grid.action_space, ContextIQLConfig(**{**TINY, "hidden": (16,)}), seed=0)
+    algo.eval()
+    contexts = algo.offline_context(grid, 4, seed=1)
+    assert all(len(c) == 4 for c in contexts.values())
+    for task_id, rows in contexts.items():  # each task's rows come from that task's transitions
+        own = grid.observations[grid.extra("task_id") == task_id]
+        assert all((np.abs(own - row[:2]).sum(1) == 0).any() for row in rows)
+    seen = _recording(algo)
+    result = adaptation(algo, grid, "meta/gridnavi-v0", 2, context="offline", context_size=4, seed=1)
+    assert result["trials"] == 2 and result["task_ids"] == [0, 1] and len(result["episode_returns"]) == 4
+    assert len(seen) == 2 * 4 * 15
+    assert all(torch.equal(z, seen[0]) for z in seen[:60]) and torch.equal(seen[0][0], algo.posterior_mean(contexts[0]))
+    assert "normalized_score" not in result  # offline context: the card's per-episode references only
+    assert result["episode_scores"] == pytest.approx(
+        [100 * (r + 1.165) / (11.07 + 1.165) for r in result["episode_returns"]], abs=1e-3)
+    online = adaptation(algo, grid, "meta/gridnavi-v0", 3, seed=7)
+    bench = get_benchmark("meta/gridnavi-v0")
+    assert online["normalized_score"] == pytest.approx(bench.normalise(online["trial_returns"], 3).mean())
+    with pytest.raises(OffbenchError, match="meta/point-robot-v0 plays offbench/PointRobot-v0, but the run trained on "
+                                            "meta/gridnavi/mixed-v0"):
+        adaptation(algo, grid, "meta/point-robot-v0", 2)
+    with pytest.raises(OffbenchError, match="not an offline meta-RL agent"):
+        adaptation(object(), grid, "meta/gridnavi-v0", 2)
+
+
+def test_eval_cli_reports_adaptation(grid, tmp_path, capsys):
+    import json
+
+    from offbench.cli import main
+
+    path = tmp_path / "grid.hdf5"
+    from offbench.data.meta_generation import write_meta_dataset
+    write_meta_dataset(path, dict(kind="meta_tasks", family="offbench/GridNavi-v0", tasks=3, task_seed=0,
+                                  episodes_per_task=2, behaviour="mixed", seed=0),
+                       dataset_id="meta/gridnavi/mixed-v0", reference_scores={"random": -1.165, "expert": 11.07})
+    run = tmp_path / "run"
+    settings = sum((["--set", f"{k}={json.dumps(v)}"] for k, v in TINY.items()), [])
+    assert main(["train", "context_iql", str(path), "--steps", "4", "--out", str(run), "--quiet", *settings,
+                 "--set", "batch_size=8", "--set", "eval_every=4", "--set", "eval_episodes=1",
+                 "--set", "final_eval_episodes=1"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--dataset", str(path), "--benchmark", "meta/gridnavi-v0", "--episodes", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["step"] == 4 and out["context"] == "online" and out["trials"] == 2 and len(out["episode_returns"]) == 4
+    assert main(["eval", str(run), "--dataset", str(path), "--context", "offline"]) == 2
+    assert "--context and --context-size go with --benchmark" in capsys.readouterr().err

@@ -15,11 +15,13 @@ zbar = stopgrad(z): as in PEARL, the encoder learns from the critics' Bellman er
 term only. A meta-batch holds ``tasks_per_batch`` tasks, each with its own RL batch and an
 independently drawn context batch from the same task's data (``offbench.data.task_batches``).
 
-Evaluation (``make_eval_policy``): the policy acts with z = the posterior mean of the transitions
-it has itself collected so far in the episode (the prior's mean, 0, before the first), i.e. the
-context comes from its own exploration, online: the setting where offline-trained encoders meet
-a context distribution they were not trained on (the known difficulty of offline meta-RL; BOReL,
-MACAW). ``posterior_from_data`` gives z from a task's offline transitions instead.
+Evaluation (``make_eval_policy``, the protocol loop's single episodes): the policy acts with z =
+the posterior mean of the transitions it has itself collected so far in the episode (the prior's
+mean, 0, before the first), i.e. the context comes from its own exploration, online: the setting
+where offline-trained encoders meet a context distribution they were not trained on (the known
+difficulty of offline meta-RL; BOReL, MACAW). ``adapt_and_evaluate`` plays whole trials of a
+meta benchmark, with that context carried across the trial's episodes or fixed from a task's
+offline transitions (``offline_context``); ``offbench.evaluation.meta_adaptation`` reports them.
 """
 from __future__ import annotations
 
@@ -143,13 +145,50 @@ class ContextIQL(Algorithm):
             return torch.zeros(self.config.latent_dim, device=self.device)
         return self.posterior(torch.as_tensor(rows, device=self.device)[None])[0][0]
 
-    def posterior_from_data(self, dataset: Dataset, task_id: int, size: int, seed: int) -> torch.Tensor:
-        """z from ``size`` offline transitions of ``task_id`` (the offline-context evaluation)."""
-        rows = np.flatnonzero(dataset.extra("task_id") == task_id)
-        pick = np.random.default_rng(seed).choice(rows, min(size, len(rows)), replace=False)
-        ctx = context_rows(dataset.observations[pick], dataset.actions[pick], dataset.rewards[pick],
-                           dataset.next_observations[pick], self.action_space)
-        return self.posterior_mean(ctx)
+    def offline_context(self, dataset: Dataset, size: int, seed: int) -> dict[int, np.ndarray]:
+        """``size`` context rows of every task of ``dataset`` ``{task_id: [size, ctx]}``, drawn with ``seed``."""
+        ids = np.unique(dataset.extra("task_id"))
+        rng = np.random.default_rng(seed)
+        out = {}
+        for task_id in ids.tolist():
+            rows = np.flatnonzero(dataset.extra("task_id") == task_id)
+            pick = rng.choice(rows, min(size, len(rows)), replace=False)
+            out[int(task_id)] = context_rows(dataset.observations[pick], dataset.actions[pick], dataset.rewards[pick],
+                                             dataset.next_observations[pick], self.action_space)
+        return out
+
+    @torch.no_grad()
+    def adapt_and_evaluate(self, make_env, tasks: list[dict], episodes: int, seed: int,
+                           contexts: list[np.ndarray] | None = None) -> np.ndarray:
+        """Per-episode returns ``[tasks, episodes]`` of trials of ``episodes`` episodes on each task
+        (few-shot adaptation; the surface of ``PEARLTrainer.adapt_and_evaluate``), deterministic actions.
+
+        Online context (``contexts`` None): before every step, z = the posterior mean of all the
+        transitions the policy has collected in this trial so far, across its episodes (0, the
+        prior's mean, at the trial's start), so episode k shows the return after k - 1 episodes of
+        its own exploration. Offline context: ``contexts[i]`` are rows of task i's offline data
+        (:meth:`offline_context`), z is their posterior mean, fixed for the whole trial."""
+        env = make_env()
+        out = np.zeros((len(tasks), episodes))
+        try:
+            for i, task in enumerate(tasks):
+                rows: list[np.ndarray] = []
+                fixed = None if contexts is None else self.posterior_mean(contexts[i])
+                for e in range(episodes):
+                    obs, _ = env.reset(seed=seed + 1000 * i + e, options={"task": task})
+                    done, total = False, 0.0
+                    while not done:
+                        z = fixed if fixed is not None else self.posterior_mean(np.stack(rows) if rows else None)
+                        action = self.act_with(np.asarray(obs)[None], z[None])[0]
+                        next_obs, reward, terminated, truncated, _ = env.step(action)
+                        rows.append(context_rows(np.asarray(obs)[None], np.asarray(action)[None], np.array([reward]),
+                                                 np.asarray(next_obs)[None], self.action_space)[0])
+                        total += float(reward)
+                        obs, done = next_obs, terminated or truncated
+                    out[i, e] = total
+        finally:
+            env.close()
+        return out
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         """With the prior's mean z (no context); evaluation uses :meth:`make_eval_policy`."""

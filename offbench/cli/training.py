@@ -38,22 +38,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from offbench.checkpoint import load_checkpoint
-    from offbench.data import load_dataset
-    from offbench.train import build_algorithm, evaluate
+    from offbench.train import evaluate, load_run
 
-    run = Path(args.run)
-    if not (run / "checkpoint.json").exists():
-        raise OffbenchError(f"{run} has no checkpoint (checkpoint.json); is it an `offbench train` run directory?")
-    config = json.loads((run / "config.json").read_text())
-    dataset = load_dataset(args.dataset or config["dataset"]["id"])
-    if dataset.content_sha256() != config["dataset"]["content_sha256"]:
-        raise OffbenchError(f"the dataset {dataset.metadata.dataset_id} differs from the one the run trained on")
-    algorithm = build_algorithm(config["algorithm"], dataset, config["algorithm_overrides"], config["train"]["seed"])
-    algorithm.prepare(dataset)
-    meta = load_checkpoint(run / "checkpoint", modules={"algorithm": algorithm})
+    if args.benchmark is None and (args.context is not None or args.context_size is not None):
+        raise OffbenchError("--context and --context-size go with --benchmark (a meta-RL benchmark)")
+    algorithm, dataset, step = load_run(args.run, args.dataset)
+    if args.benchmark is not None:
+        from offbench.evaluation.meta_adaptation import adaptation
+
+        result = adaptation(algorithm, dataset, args.benchmark, args.episodes, context=args.context or "online",
+                            context_size=args.context_size or 32, seed=args.seed)
+        print(json.dumps({"run": str(args.run), "step": step, **result}))
+        return 0
     row = evaluate(algorithm, dataset, args.episodes, args.seed)
-    print(json.dumps({"run": str(run), "step": meta["step"], "episodes": args.episodes, "seed": args.seed,
+    print(json.dumps({"run": str(args.run), "step": step, "episodes": args.episodes, "seed": args.seed,
                       **{k: row[k] for k in ("return_mean", "return_stderr", "normalized_score") if k in row}}))
     return 0
 
@@ -96,6 +94,13 @@ def register(commands) -> None:
     p.add_argument("--episodes", type=positive_int, default=10, help="evaluation episodes (default 10)")
     p.add_argument("--seed", type=int, default=777_000, help="evaluation seed (default 777000)")
     p.add_argument("--dataset", help="dataset id or path, if not the one recorded in the run")
+    p.add_argument("--benchmark", metavar="META_BENCHMARK",
+                   help="an offline meta-RL run (context_iql): play the benchmark's trials (e.g. meta/gridnavi-v0) "
+                        "on --episodes tasks and report the return after each adaptation episode")
+    p.add_argument("--context", choices=("online", "offline"),
+                   help="with --benchmark: the task context comes from the policy's own transitions in the trial "
+                        "(online, default; held-out tasks) or from each task's offline data (offline; the dataset's tasks)")
+    p.add_argument("--context-size", type=positive_int, help="with --context offline: transitions per task (default 32)")
     p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("algos", help="list the algorithms")
