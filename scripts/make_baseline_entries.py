@@ -2,9 +2,10 @@
 
     python scripts/make_baseline_entries.py RESULTS_DIR [--entries leaderboard/entries] [--out leaderboard]
 
-``RESULTS_DIR`` is an ``offbench reproduce --protocol lite --out RESULTS_DIR`` directory. Every
-built-in algorithm in it becomes ``offbench-ALGO`` (e.g. ``offbench-iql``), authored by the
-offbench maintainers, hyperparameters chosen offline (the shipped defaults). All entries are
+``RESULTS_DIR`` is an ``offbench reproduce --protocol lite --out RESULTS_DIR`` directory (or one of
+another suite: ``offbench reproduce meta ...`` for the meta-RL trainers, with ``--prefix
+offbench-meta-``). Every built-in algorithm in it becomes ``offbench-ALGO`` (e.g. ``offbench-iql``),
+authored by the offbench maintainers, hyperparameters chosen offline (the shipped defaults). All entries are
 validated before any is written; ``--replace`` overwrites earlier baseline entries of the same
 names (re-runs); otherwise an existing name is an error.
 """
@@ -16,12 +17,11 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from offbench.algorithm import BUILTIN
     from offbench.errors import OffbenchError
     from offbench.evaluation.results import load_results
     from offbench.leaderboard.build import build_board
     from offbench.leaderboard.files import default_board_dir, write_atomic
-    from offbench.leaderboard.schema import dumps_entry
+    from offbench.leaderboard.schema import builtin_names, dumps_entry
     from offbench.leaderboard.submit import entry_from_results
     from offbench.leaderboard.validate import validate_entry
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     entries_dir = Path(args.entries) if args.entries else out / "entries"
     try:
         _, _, table = load_results(args.results_dir)
-        algorithms = [a for a in sorted(table["algorithm"].astype(str).unique()) if a in BUILTIN]
+        algorithms = [a for a in sorted(table["algorithm"].astype(str).unique()) if a in builtin_names()]
         if not algorithms:
             raise OffbenchError(f"{args.results_dir} holds no built-in baseline results")
         pending = []

@@ -48,7 +48,8 @@ def load_entries(entries_dir: str | Path) -> list[tuple[dict, object, Path]]:
 
 
 def make_groups(loaded) -> list:
-    """One ranked table per (suite, protocol): IQM descending, then name."""
+    """One ranked table per (suite, protocol): IQM descending, then name; entries of an algorithm
+    the protocol restricts to some of its datasets (``EntryScores.complete`` false) follow, unranked."""
     from offbench.leaderboard.scoring import score_entry
     from offbench.leaderboard.site import Group
 
@@ -60,7 +61,8 @@ def make_groups(loaded) -> list:
                                 rows=[])
         groups[key].rows.append((entry, score_entry(entry, protocol)))
     for group in groups.values():
-        group.rows.sort(key=lambda row: (-(row[1].iqm if row[1].iqm is not None else float("-inf")),
+        group.rows.sort(key=lambda row: (not row[1].complete,
+                                         -(row[1].iqm if row[1].iqm is not None else float("-inf")),
                                          row[0]["name"].lower(), row[0]["name"]))
     return [groups[k] for k in sorted(groups)]
 

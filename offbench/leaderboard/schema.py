@@ -91,20 +91,29 @@ def forbidden_character(text: str) -> str | None:
     return None
 
 
+def builtin_names() -> list[str]:
+    """The algorithm names an entry may give instead of an import path, sorted: offbench's offline
+    and goal-conditioned baselines (``offbench.algorithm.BUILTIN``) and its online meta-RL trainers
+    (``offbench.meta_runs.META_ALGORITHMS``, the only algorithms of the ``meta`` suite)."""
+    from offbench.algorithm import BUILTIN
+    from offbench.meta_runs import META_ALGORITHMS
+
+    return sorted({*BUILTIN, *META_ALGORITHMS})
+
+
 def import_path_problem(value: Any) -> str | None:
     """What is wrong with an ``algorithm.import_path``, or None. Data only: nothing is imported.
 
     A built-in algorithm name, or ``package.module:Class`` with a CapWords class name outside the
     standard library (the Algorithm protocol is a class; ``os:system`` and ``builtins:eval`` are not).
     """
-    from offbench.algorithm import BUILTIN
-
+    builtin = builtin_names()
     if not isinstance(value, str) or not IMPORT_PATH_PATTERN.fullmatch(value):
-        return (f"must be a built-in algorithm name ({', '.join(sorted(BUILTIN))}) or an import path "
+        return (f"must be a built-in algorithm name ({', '.join(builtin)}) or an import path "
                 "'package.module:Class' naming an Algorithm class (CapWords)")
     if ":" not in value:
-        if value not in BUILTIN:
-            return (f"unknown built-in algorithm; built-ins are {', '.join(sorted(BUILTIN))}, anything else is "
+        if value not in builtin:
+            return (f"unknown built-in algorithm; built-ins are {', '.join(builtin)}, anything else is "
                     "an import path 'package.module:Class'")
         return None
     package = value.partition(":")[0].split(".")[0]
@@ -242,9 +251,11 @@ def _check_run(c: "_Checker", run: Any, where: str) -> None:
     run = c.obj(run, where, RUN_KEYS, required={"dataset", "seed", "dataset_sha256", "gradient_steps", "evaluations"})
     c.text(run["dataset"], f"{where}.dataset")
     c.integer(run["seed"], f"{where}.seed", low=0)
-    if not isinstance(run["dataset_sha256"], str) or not SHA256_PATTERN.fullmatch(run["dataset_sha256"]):
-        raise EntryError(c.path, f"{where}.dataset_sha256", "must be a 64-digit lower-case hex sha256",
-                         value=run["dataset_sha256"])
+    # null for a meta-suite run: a meta benchmark is an environment, not a dataset file (validate checks which)
+    if run["dataset_sha256"] is not None and (not isinstance(run["dataset_sha256"], str)
+                                              or not SHA256_PATTERN.fullmatch(run["dataset_sha256"])):
+        raise EntryError(c.path, f"{where}.dataset_sha256", "must be a 64-digit lower-case hex sha256 (null for a "
+                         "meta benchmark, which has no dataset file)", value=run["dataset_sha256"])
     if run.get("content_sha256") is not None and (not isinstance(run["content_sha256"], str)
                                                   or not SHA256_PATTERN.fullmatch(run["content_sha256"])):
         raise EntryError(c.path, f"{where}.content_sha256", "must be null or a 64-digit hex sha256",

@@ -13,6 +13,15 @@ scores.
 Datasets whose task D4RL also has (``offbench.evaluation.literature``) are scored a second time
 with D4RL's reference returns instead (``EntryScores.d4rl``), for comparison with papers; the
 ranking uses the dataset's own normalisation. Submitted aggregates are never read.
+
+A ``meta``-suite run names a benchmark (``offbench.envs.meta.benchmarks``), and its returns are
+trial returns on held-out tasks: an evaluation's score is the mean *normalised trial return*,
+``MetaBenchmark.normalise`` with the references of that evaluation's held-out tasks, the very
+function ``offbench.meta_runs`` scores its evaluation rows with (``normalized_score``, which
+``offbench report`` aggregates), so the board and the report agree. An algorithm that a protocol
+restricts to some of its datasets (``[overrides.X].datasets``, e.g. PEARL: continuous actions
+only) is scored on those; its entry is not ``complete`` and the board does not rank it against
+the entries that ran every dataset.
 """
 from __future__ import annotations
 
@@ -39,9 +48,23 @@ def reference(card) -> tuple[float, float] | None:
     return float(ref["random"]), float(ref["expert"])
 
 
-def episode_scores(returns: list[float], card) -> list[float]:
-    """Per-episode scores normalised with the card's reference returns, or raw returns."""
-    return normalise(returns, reference(card))
+def episode_scores(returns: list[float], source) -> list[float]:
+    """Per-episode scores of one evaluation: normalised with the card's reference returns (raw
+    returns without them), or, for a meta benchmark (``MetaBenchmark``), each trial's normalised
+    trial return on the evaluation's ``len(returns)`` held-out tasks."""
+    from offbench.envs.meta.benchmarks import MetaBenchmark
+
+    if isinstance(source, MetaBenchmark):
+        return [float(v) for v in source.normalise(returns, len(returns))]
+    return normalise(returns, reference(source))
+
+
+def is_normalised(source) -> bool:
+    """Are ``source``'s scores normalised (aggregated on the board)? A meta benchmark always has
+    its references; a card needs its random and expert returns."""
+    from offbench.envs.meta.benchmarks import MetaBenchmark
+
+    return isinstance(source, MetaBenchmark) or reference(source) is not None
 
 
 def normalise(returns: list[float], ref: tuple[float, float] | None) -> list[float]:
@@ -62,19 +85,25 @@ def _mean_stderr(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def run_headline(evaluations: list[dict], card, headline) -> tuple[float, float]:
-    """``(headline score, its standard error)`` of one run, normalised with the card's reference
-    returns; the standard error is that of the mean of the headline evaluations' means
-    (independent episodes)."""
-    return reference_headline(evaluations, reference(card), headline)
+def run_headline(evaluations: list[dict], source, headline) -> tuple[float, float]:
+    """``(headline score, its standard error)`` of one run, scored by :func:`episode_scores` (a
+    card or a meta benchmark); the standard error is that of the mean of the headline evaluations'
+    means (independent episodes)."""
+    return headline_of(evaluations, lambda returns: episode_scores(returns, source), headline)
 
 
 def reference_headline(evaluations: list[dict], ref: tuple[float, float] | None, headline) -> tuple[float, float]:
     """``run_headline`` with the reference returns ``ref = (random, expert)`` given (None: raw)."""
+    return headline_of(evaluations, lambda returns: normalise(returns, ref), headline)
+
+
+def headline_of(evaluations: list[dict], scores, headline) -> tuple[float, float]:
+    """``(headline score, its standard error)`` of one run whose evaluation's per-episode scores
+    are ``scores(returns)``."""
     from offbench.protocol import headline_score
 
     ordered = sorted(evaluations, key=lambda ev: ev["step"])
-    stats = [_mean_stderr(normalise(ev["returns"], ref)) for ev in ordered]
+    stats = [_mean_stderr(scores(ev["returns"])) for ev in ordered]
     score = headline_score([m for m, _ in stats], headline)
     used = stats[-1:] if headline.kind == "last" else stats[-headline.n:]
     stderr = math.sqrt(sum(se * se for _, se in used)) / len(used)
@@ -129,18 +158,24 @@ class EntryScores:
     mean: float | None = None
     runs: int = 0
     d4rl: D4RLScores | None = None  # None where no dataset's task has D4RL reference returns
+    #: the entry ran every dataset of the protocol; False for an algorithm the protocol restricts to
+    #: some of them (``[overrides.X].datasets``): its aggregate is over those only, and it is not ranked
+    complete: bool = True
 
 
 def score_entry(entry: dict[str, Any], protocol) -> EntryScores:
-    """Recompute an (already validated) entry's per-dataset and aggregate scores."""
-    from offbench.data.catalogue import get_card
+    """Recompute an (already validated) entry's per-dataset and aggregate scores, over the
+    datasets the protocol runs its algorithm on (``Protocol.datasets_for``)."""
     from offbench.evaluation.literature import d4rl_reference
+    from offbench.leaderboard.validate import run_source
 
+    planned = protocol.datasets_for(entry["algorithm"]["import_path"])
     result = EntryScores(name=entry["name"], suite=entry["suite"], protocol=protocol.name,
-                         headline=protocol.headline.describe(), runs=len(entry["runs"]))
+                         headline=protocol.headline.describe(), runs=len(entry["runs"]),
+                         complete=len(planned) == len(protocol.datasets))
     d4rl: dict[str, DatasetScores] = {}
-    for dataset in protocol.datasets:
-        card = get_card(dataset)
+    for dataset in planned:
+        card = run_source(protocol, dataset)
         runs = sorted((r for r in entry["runs"] if r["dataset"] == dataset), key=lambda r: r["seed"])
         seeds = [r["seed"] for r in runs]
         pairs = [run_headline(r["evaluations"], card, protocol.headline) for r in runs]
@@ -149,7 +184,7 @@ def score_entry(entry: dict[str, Any], protocol) -> EntryScores:
                  (sum(ev["success"]) / len(ev["success"]) if ev.get("success") else None) for ev in finals]
         rates = [r for r in rates if r is not None]
         result.datasets[dataset] = DatasetScores(
-            dataset=dataset, normalized=reference(card) is not None, seeds=seeds,
+            dataset=dataset, normalized=is_normalised(card), seeds=seeds,
             scores=[p[0] for p in pairs], stderrs=[p[1] for p in pairs],
             final_success=sum(rates) / len(rates) if len(rates) == len(runs) and rates else None)
         ref = d4rl_reference(dataset)

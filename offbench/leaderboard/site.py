@@ -7,7 +7,10 @@ it got through. Output is deterministic: sorted entries, no timestamps, SVG meta
 
 Scores are normalised with each dataset's own reference returns. A group whose datasets' tasks
 D4RL also has gets a second, labelled section with the same runs normalised with D4RL's reference
-returns (``EntryScores.d4rl``), for comparison with papers; the ranking never uses it.
+returns (``EntryScores.d4rl``), for comparison with papers; the ranking never uses it. A meta-suite
+group's scores are normalised trial returns (``offbench.evaluation.report.META_UNIT``), listed with
+each benchmark's random and reference trial returns; an entry of an algorithm the protocol runs on
+some of its benchmarks only is shown, unranked, below the ranked ones.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Any
 
 from offbench.evaluation.colors import assign_colors
 from offbench.evaluation.literature import D4RL_TITLE, d4rl_reference
+from offbench.evaluation.report import META_UNIT
 from offbench.evaluation.results import SUCCESS_UNIT, success_scored
 from offbench.leaderboard.schema import URL_PATTERN
 
@@ -40,9 +44,26 @@ class Group:
         return list(self.protocol.datasets)
 
     @property
-    def ranks(self) -> list[int]:
-        """Standard competition ranks (1, 2, 2, 4) of the rows: IQMs equal as shown share a rank."""
-        return competition_ranks([fmt(s.iqm) for _, s in self.rows])
+    def meta(self) -> bool:
+        """A meta-suite table: its protocol names benchmarks (``offbench.envs.meta.benchmarks``)."""
+        return self.protocol.suite == "meta"
+
+    @property
+    def item(self) -> str:
+        """What the table's columns of runs are: ``benchmark`` (meta suite) or ``dataset``."""
+        return "benchmark" if self.meta else "dataset"
+
+    @property
+    def ranks(self) -> list[int | None]:
+        """Standard competition ranks (1, 2, 2, 4) of the rows: IQMs equal as shown share a rank.
+        Entries that ran only some of the protocol's datasets (listed last) have none."""
+        ranked = [fmt(s.iqm) for _, s in self.rows if s.complete]
+        return competition_ranks(ranked) + [None] * (len(self.rows) - len(ranked))
+
+    @property
+    def unranked(self) -> list[tuple[dict, Any]]:
+        """The rows without a rank: algorithms the protocol runs on some of its datasets only."""
+        return [(entry, s) for entry, s in self.rows if not s.complete]
 
     @property
     def d4rl_datasets(self) -> list[str]:
@@ -52,8 +73,11 @@ class Group:
 
     @property
     def score_label(self) -> str:
-        """What the table's scores are: ``success rate (%)`` where every dataset's normalised score is
-        a success percentage (the goal suite), else ``normalised score``."""
+        """What the table's scores are: ``normalised trial return`` on a meta-suite table (``offbench
+        report``'s label), ``success rate (%)`` where every dataset's normalised score is a success
+        percentage (the goal suite), else ``normalised score``."""
+        if self.meta:
+            return META_UNIT
         return SUCCESS_UNIT if self.datasets and all(success_scored(d) for d in self.datasets) else "normalised score"
 
     @property
@@ -76,7 +100,10 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 
 def mean_se(scores) -> str:
-    """A per-dataset cell: mean ± standard error over seeds (``offbench report``'s cell too)."""
+    """A per-dataset cell: mean ± standard error over seeds (``offbench report``'s cell too); ``-``
+    where the entry has no runs on the dataset (its algorithm is restricted to others)."""
+    if scores is None:
+        return "-"
     return fmt(scores.mean) + (f" ± {fmt(scores.stderr)}" if len(scores.scores) > 1 else "")
 
 
@@ -126,7 +153,7 @@ def iqm_figure(group: Group):
     import matplotlib
     from matplotlib.figure import Figure
 
-    ranked = [(entry, s) for entry, s in group.rows if s.iqm is not None]
+    ranked = [(entry, s) for entry, s in group.rows if s.iqm is not None and s.complete]
     if not ranked:
         return None
     colors = group.colors
@@ -158,8 +185,9 @@ def datasets_figure(group: Group):
         ax = fig.add_subplot()
         for i, (entry, s) in enumerate(group.rows):
             offset = ((n - 1) / 2 - i) * step
-            ax.errorbar([s.datasets[d].mean for d in group.datasets], [y + offset for y in ys],
-                        xerr=[s.datasets[d].stderr for d in group.datasets], fmt="o", markersize=4, capsize=2,
+            ran = [(d, y) for d, y in zip(group.datasets, ys) if d in s.datasets]  # restricted algorithms: some
+            ax.errorbar([s.datasets[d].mean for d, _ in ran], [y + offset for _, y in ran],
+                        xerr=[s.datasets[d].stderr for d, _ in ran], fmt="o", markersize=4, capsize=2,
                         color=colors[entry["name"]], label=entry["name"])
         for y in ys[:-1]:
             ax.axhline(y - 0.5, color="#dddddd", linewidth=0.8)
@@ -168,10 +196,11 @@ def datasets_figure(group: Group):
         ax.set_ylim(-0.5, len(ys) - 0.5)
         ax.grid(axis="x", color="#eeeeee")
         ax.set_axisbelow(True)
-        ax.set_xlabel(f"headline {SUCCESS_UNIT}, mean ± standard error over seeds" if group.score_label == SUCCESS_UNIT
+        ax.set_xlabel(f"headline {group.score_label}, mean ± standard error over seeds"
+                      if group.score_label in (SUCCESS_UNIT, META_UNIT)
                       else "headline score, mean ± standard error over seeds "
                       "(normalised where the task has reference scores)")
-        ax.set_title(f"{group.suite} / {group.protocol.name}: per-dataset scores")
+        ax.set_title(f"{group.suite} / {group.protocol.name}: per-{group.item} scores")
         fig.legend(loc="outside right upper", title="entry (by rank)", fontsize=8, title_fontsize=8, frameon=False)
     return fig
 
@@ -205,6 +234,40 @@ D4RL_NOTE = ("The same runs, normalised with D4RL's reference returns (d4rl/info
              "\"Scores on D4RL's scale\").")
 
 
+META_NOTE = (f"Scores are the {META_UNIT}: 100 (trial return - random) / (reference - random) on each evaluation's "
+             "held-out tasks, with random the uniformly random policy's expected trial return and reference the "
+             "benchmark's exact Bayes-optimal trial return, or the per-task oracle's (offbench/envs/meta/"
+             "benchmarks.py; the score offbench report gives): 0 = random, 100 = the reference, which no policy "
+             "beats in expectation.")
+
+
+def meta_references(group: Group) -> list[tuple[str, float, float, str]]:
+    """``(benchmark, random, reference, kind)`` of a meta group's benchmarks, on the held-out tasks
+    of a final evaluation (the point robot's references depend on them)."""
+    from offbench.envs.meta.benchmarks import get_benchmark
+
+    trials = max((group.protocol.train_config(entry["algorithm"]["import_path"], 0).final_eval_episodes
+                  for entry, _ in group.rows), default=1)
+    rows = []
+    for dataset in group.datasets:
+        benchmark = get_benchmark(dataset)
+        random, reference = benchmark.references(trials)
+        rows.append((dataset, random, reference, benchmark.reference_kind))
+    return rows
+
+
+def unranked_note(group: Group, escape) -> str:
+    """Why some rows have no rank (empty when every entry ran every dataset); entry names through
+    ``escape`` (:func:`md` or :func:`e`)."""
+    if not group.unranked:
+        return ""
+    parts = [f"{escape(entry['name'])} ({len(s.datasets)} of {len(group.datasets)} {group.item}s)"
+             for entry, s in group.unranked]
+    return (f"Not ranked: {', '.join(parts)}. The protocol runs these algorithms on some of its "
+            f"{group.item}s only (its per-algorithm datasets override), so their IQM is over those {group.item}s "
+            f"alone and is not compared with the ranked entries'; their per-{group.item} cells are.")
+
+
 def d4rl_references(datasets: list[str]) -> list:
     """D4RL's reference returns of the tasks of ``datasets``, each task once, in order."""
     return list(dict.fromkeys(d4rl_reference(d) for d in datasets))
@@ -232,7 +295,11 @@ def render_readme(groups: list[Group], figures: dict[str, bytes]) -> str:
         p = group.protocol
         lines += [f"## Suite `{group.suite}`, protocol `{p.name}`", "",
                   f"Headline: {p.headline.describe()}; score: {group.score_label}; {len(p.seeds)} seeds x "
-                  f"{len(p.datasets)} datasets.", ""]
+                  f"{len(p.datasets)} {group.item}s.", ""]
+        if group.meta:
+            lines += [META_NOTE, "", "| benchmark | random | reference | kind |", "|---|---:|---:|---|"]
+            lines += [f"| {md(b)} | {random:.3f} | {reference:.3f} | {md(kind)} |"
+                      for b, random, reference, kind in meta_references(group)] + [""]
         if f"{group.key}-iqm.svg" in figures:
             lines += [f"![IQM of {group.key}](site/figures/{group.key}-iqm.svg)", ""]
         lines += ["| rank | entry | algorithm | IQM [95% CI] | mean | selection | authors | links |",
@@ -241,16 +308,19 @@ def render_readme(groups: list[Group], figures: dict[str, bytes]) -> str:
             ci = iqm_ci_text(s.iqm, s.ci)
             links = " ".join(f"[{label}]({url})" for label, url in
                              (("paper", safe_url(entry["paper"])), ("code", safe_url(entry["code"]))) if url)
-            lines.append(f"| {rank} | {md(entry['name'])} | {md(entry['algorithm']['name'])} | {ci} | {fmt(s.mean)} | "
-                         f"{md(selection_text(entry))} | {md(', '.join(entry['authors'])) or '-'} | {links or '-'} |")
-        lines += ["", f"Per-dataset headline scores (mean ± standard error over the {len(p.seeds)} seeds, the cells "
-                  "of `offbench report`'s table):", "",
-                  "| dataset | " + " | ".join(md(entry["name"]) for entry, _ in group.rows) + " |",
+            lines.append(f"| {rank or '-'} | {md(entry['name'])} | {md(entry['algorithm']['name'])} | {ci} | "
+                         f"{fmt(s.mean)} | {md(selection_text(entry))} | {md(', '.join(entry['authors'])) or '-'} | "
+                         f"{links or '-'} |")
+        if group.unranked:
+            lines += ["", unranked_note(group, md)]
+        lines += ["", f"Per-{group.item} headline scores (mean ± standard error over the {len(p.seeds)} seeds, the "
+                  "cells of `offbench report`'s table):", "",
+                  f"| {group.item} | " + " | ".join(md(entry["name"]) for entry, _ in group.rows) + " |",
                   "|---|" + "---:|" * len(group.rows)]
         for d in p.datasets:
-            cells = [mean_se(s.datasets[d]) for _, s in group.rows]
+            cells = [mean_se(s.datasets.get(d)) for _, s in group.rows]
             lines.append(f"| {md(d)} | " + " | ".join(cells) + " |")
-        lines += ["", f"![per-dataset scores of {group.key}](site/figures/{group.key}-datasets.svg)", ""]
+        lines += ["", f"![per-{group.item} scores of {group.key}](site/figures/{group.key}-datasets.svg)", ""]
         if group.d4rl_datasets:
             lines += _d4rl_markdown(group)
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -264,7 +334,8 @@ def _d4rl_markdown(group: Group) -> list[str]:
               for ref in d4rl_references(group.d4rl_datasets)]
     lines += ["", "| board rank | entry | D4RL-normalised IQM [95% CI] | D4RL-normalised mean |", "|---:|---|---|---:|"]
     for rank, (entry, s) in zip(group.ranks, group.rows):
-        lines.append(f"| {rank} | {md(entry['name'])} | {iqm_ci_text(s.d4rl.iqm, s.d4rl.ci)} | {fmt(s.d4rl.mean)} |")
+        lines.append(f"| {rank or '-'} | {md(entry['name'])} | {iqm_ci_text(s.d4rl.iqm, s.d4rl.ci)} | "
+                     f"{fmt(s.d4rl.mean)} |")
     lines += ["", "| dataset (D4RL-normalised) | " + " | ".join(md(entry["name"]) for entry, _ in group.rows) + " |",
               "|---|" + "---:|" * len(group.rows)]
     for d in group.d4rl_datasets:
@@ -363,8 +434,10 @@ def _group_html(group: Group, figures: dict[str, bytes]) -> list[str]:
     p = group.protocol
     out = [f'<section id="group-{e(group.key)}">', f"<h2>Suite {e(group.suite)}, protocol {e(p.name)}</h2>",
            f"<p>Headline: {e(p.headline.describe())}; score: {e(group.score_label)}; {len(p.seeds)} seeds &times; "
-           f"{len(p.datasets)} datasets. "
+           f"{len(p.datasets)} {e(group.item)}s. "
            f"Entries are {e(RANK_RULE)}. Click a column header to sort.</p>"]
+    if group.meta:
+        out += _meta_html(group)
     if f"{group.key}-iqm.svg" in figures:
         out.append(_figure(f"{group.key}-iqm.svg", f"IQM with 95% intervals, {group.key}"))
     out.append(f'<div class="scroll"><table class="sortable board" id="board-{e(group.key)}"><thead><tr>'
@@ -375,7 +448,7 @@ def _group_html(group: Group, figures: dict[str, bytes]) -> list[str]:
                + "</tr></thead><tbody>")
     for order, (rank, (entry, s)) in enumerate(zip(group.ranks, group.rows), 1):
         ci = s.ci or (None, None)
-        cells = [_td(str(rank), str(rank), True),
+        cells = [_td(str(rank or "-"), "" if rank is None else str(rank), True),
                  _td(f'<a href="#entry-{e(group.key)}-{e(entry["name"])}">{e(entry["name"])}</a>', entry["name"]),
                  _td(e(entry["algorithm"]["name"]), entry["algorithm"]["name"]),
                  _td(fmt(s.iqm), sort_value(s.iqm), True), _td(fmt(ci[0]), sort_value(ci[0]), True),
@@ -384,24 +457,38 @@ def _group_html(group: Group, figures: dict[str, bytes]) -> list[str]:
                  _td(e(", ".join(entry["authors"])) or "-", ", ".join(entry["authors"])), _td(_links(entry), "")]
         out.append(f'<tr data-order="{order}" data-entry="{e(entry["name"])}">' + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
+    if group.unranked:
+        out.append(f'<p class="unranked">{e(unranked_note(group, str))}</p>')
     # per-dataset detail: datasets x entries
-    out.append(f"<h3>Per-dataset headline scores (mean &plusmn; standard error over the {len(p.seeds)} seeds, "
-               "the cells of <code>offbench report</code>'s table)</h3>")
+    out.append(f"<h3>Per-{e(group.item)} headline scores (mean &plusmn; standard error over the {len(p.seeds)} "
+               "seeds, the cells of <code>offbench report</code>'s table)</h3>")
     out.append(f'<div class="scroll"><table class="sortable datasets" id="datasets-{e(group.key)}"><thead><tr>'
-               + _th("dataset", False) + "".join(_th(entry["name"], True) for entry, _ in group.rows)
+               + _th(group.item, False) + "".join(_th(entry["name"], True) for entry, _ in group.rows)
                + "</tr></thead><tbody>")
     for i, d in enumerate(p.datasets, 1):
-        cells = [_td(_dataset(d), d)] + [_td(e(mean_se(s.datasets[d])), sort_value(s.datasets[d].mean), True)
+        cells = [_td(_dataset(d), d)] + [_td(e(mean_se(s.datasets.get(d))),
+                                             sort_value(s.datasets[d].mean if d in s.datasets else None), True)
                                          for _, s in group.rows]
         out.append(f'<tr data-order="{i}">' + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
-    out.append(_figure(f"{group.key}-datasets.svg", f"per-dataset scores, {group.key}"))
+    out.append(_figure(f"{group.key}-datasets.svg", f"per-{group.item} scores, {group.key}"))
     if group.d4rl_datasets:
         out += _d4rl_html(group)
     out.append("<h3>Entries</h3>")
     for entry, s in group.rows:
         out += _entry_html(group, entry, s)
     out.append("</section>")
+    return out
+
+
+def _meta_html(group: Group) -> list[str]:
+    """A meta group's score definition and its benchmarks' references."""
+    out = [f"<p>{e(META_NOTE)}</p>", '<div class="scroll"><table class="references"><thead><tr>'
+           + "".join(f'<th scope="col">{e(label)}</th>' for label in ("benchmark", "random", "reference", "kind"))
+           + "</tr></thead><tbody>"]
+    out += [f"<tr><td>{_dataset(b)}</td>{_td(f'{random:.3f}', numeric=True)}{_td(f'{reference:.3f}', numeric=True)}"
+            f"<td>{e(kind)}</td></tr>" for b, random, reference, kind in meta_references(group)]
+    out.append("</tbody></table></div>")
     return out
 
 
@@ -422,7 +509,7 @@ def _d4rl_html(group: Group) -> list[str]:
                + "</tr></thead><tbody>")
     for order, (rank, (entry, s)) in enumerate(zip(group.ranks, group.rows), 1):
         d4rl = s.d4rl
-        cells = [_td(str(rank), str(rank), True), _td(e(entry["name"]), entry["name"]),
+        cells = [_td(str(rank or "-"), "" if rank is None else str(rank), True), _td(e(entry["name"]), entry["name"]),
                  _td(fmt(d4rl.iqm), sort_value(d4rl.iqm), True), _td(fmt(d4rl.ci[0]), sort_value(d4rl.ci[0]), True),
                  _td(fmt(d4rl.ci[1]), sort_value(d4rl.ci[1]), True), _td(fmt(d4rl.mean), sort_value(d4rl.mean), True)]
         out.append(f'<tr data-order="{order}">' + "".join(cells) + "</tr>")
@@ -450,7 +537,7 @@ def _entry_html(group: Group, entry: dict, s) -> list[str]:
     out.append(f"<dt>compute</dt><dd><pre>{e(json.dumps(entry['compute'], indent=1, sort_keys=True))}</pre></dd>")
     out.append(f"<dt>config</dt><dd><pre>{e(json.dumps(entry['config'], indent=1, sort_keys=True))}</pre></dd></dl>")
     seeds = sorted({seed for d in s.datasets.values() for seed in d.seeds})
-    out.append('<div class="scroll"><table class="sortable seeds"><thead><tr>' + _th("dataset", False)
+    out.append('<div class="scroll"><table class="sortable seeds"><thead><tr>' + _th(group.item, False)
                + "".join(_th(f"seed {seed}", True) for seed in seeds) + _th("final success", True)
                + "</tr></thead><tbody>")
     for i, (d, ds) in enumerate(s.datasets.items(), 1):

@@ -1,4 +1,9 @@
-"""Build an entry from an ``offbench reproduce`` results directory (raw returns, not aggregates)."""
+"""Build an entry from an ``offbench reproduce`` results directory (raw returns, not aggregates).
+
+A ``meta``-suite directory (``offbench reproduce meta``) names benchmarks, not dataset files: its
+runs get ``dataset_sha256`` null, their returns are trial returns, and ``settings`` come from the
+meta run's ``config.json``.
+"""
 from __future__ import annotations
 
 import json
@@ -39,6 +44,8 @@ def _run_extras(run_dir: Path) -> tuple[dict, dict[int, list[bool]]]:
             extras["content_sha256"] = info["dataset"]["content_sha256"]
         if isinstance(info.get("algorithm_overrides"), dict):
             extras["settings"] = info["algorithm_overrides"]
+        elif "benchmark" in info and isinstance(info.get("settings"), dict):  # a meta run (offbench.meta_runs)
+            extras["settings"] = info["settings"]
     evaluations = run_dir / "evaluations.jsonl"
     if evaluations.is_file():
         for line in evaluations.read_text().splitlines():
@@ -55,8 +62,8 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
                        commit: str | None = None, selection: str = "offline",
                        hardware: str | None = None) -> dict[str, Any]:
     """One entry for ``algorithm`` (default: the directory's only algorithm). Shape-checked, not validated."""
-    from offbench.algorithm import BUILTIN
     from offbench.evaluation.results import load_results
+    from offbench.leaderboard.schema import builtin_names
 
     results_dir = Path(results_dir)
     protocol, manifest, table = load_results(results_dir)
@@ -74,10 +81,11 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
         raise OffbenchError(f"{results_dir}: {len(failed)} run(s) of {algorithm} did not finish ({shown}); "
                             "re-run `offbench reproduce` with the same --out to finish them, then submit")
     hashes = manifest.get("dataset_sha256") or {}
+    meta = protocol.suite == "meta"  # benchmarks: no dataset files, no hashes
     sub = table[table["algorithm"].astype(str) == algorithm].sort_values(["dataset", "seed", "step"], kind="stable")
     runs = []
     for (dataset, seed), group in sub.groupby(["dataset", "seed"], sort=True):
-        if dataset not in hashes:
+        if not meta and dataset not in hashes:
             raise OffbenchError(f"{results_dir / 'manifest.json'}: no dataset_sha256 recorded for {dataset}; "
                                 "re-run `offbench reproduce` with the same --out to record it")
         run_dir = results_dir / str(group["run_dir"].iloc[0])
@@ -93,9 +101,9 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
             if rate is not None:
                 ev["success_rate"] = rate
             evaluations.append(ev)
-        runs.append({"dataset": str(dataset), "seed": int(seed), "dataset_sha256": hashes[dataset],
+        runs.append({"dataset": str(dataset), "seed": int(seed), "dataset_sha256": None if meta else hashes[dataset],
                      "gradient_steps": int(group["step"].max()), **extras, "evaluations": evaluations})
-    builtin = algorithm in BUILTIN
+    builtin = algorithm in builtin_names()
     compute = {key: manifest.get(key) for key in ("backend", "workers", "wall_time_seconds", "run_seconds_total")
                if manifest.get(key) is not None}
     if hardware:

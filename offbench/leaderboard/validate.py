@@ -9,6 +9,16 @@ the range comes from the task registry where the task's reward is bounded on tha
 source in ``offbench/envs/tasks.py``); where it is not (HalfCheetah's forward reward has no
 bound), from the dataset card: the span of its reference scores and dataset episode returns
 (random, expert, min, max), widened by ``SPANS_BELOW`` spans below and ``SPANS_ABOVE`` above.
+
+A ``meta``-suite protocol names benchmarks (``offbench.envs.meta.benchmarks``) instead of
+datasets, and a run's returns are *trial* returns on held-out tasks. The same rule applies one
+level up: where the benchmark's per-step reward is bounded, ``MetaBenchmark.trial_return_bounds``
+(reward bounds times the episodes' time limit, times the trial's episodes); where it is not (the
+point robot's reward, minus a distance, has no floor), the span of the benchmark's random and
+reference trial returns on the evaluation's held-out tasks, widened by the same spans. A meta run
+has no dataset file (``dataset_sha256`` null) and its algorithm is one of offbench's meta-RL
+trainers (``offbench.meta_runs.META_ALGORITHMS``), evaluated on the fixed held-out tasks
+(``eval_seed`` ``EVAL_TASK_SEED``).
 """
 from __future__ import annotations
 
@@ -81,37 +91,66 @@ def expected_schedule(protocol, algorithm: str, seed: int) -> tuple[int, list[Ev
     return cfg.steps, [EvalSlot(s, cfg.final_eval_episodes if s == cfg.steps else cfg.eval_episodes) for s in steps]
 
 
-def plausible_range(card) -> ReturnRange | None:
-    """The episode returns accepted for ``card``'s dataset (see the module docstring), or None
-    where neither the task registry nor the card bounds them."""
-    from offbench.envs.tasks import task_for_dataset
+def run_source(protocol, dataset: str):
+    """What a run of ``protocol`` on ``dataset`` is scored against: the ``MetaBenchmark`` of a
+    ``meta``-suite protocol's benchmark id, else the dataset's catalogue card. Raises
+    :class:`OffbenchError` for an unknown id."""
+    if protocol.suite == "meta":
+        from offbench.envs.meta.benchmarks import get_benchmark
 
-    try:
-        task = task_for_dataset(card.id)
-    except OffbenchError:  # a card of a task the registry does not know: the card alone decides
-        task = None
-    bounds = task.return_bounds() if task is not None else None
-    low, high = bounds if bounds is not None else (-math.inf, math.inf)
-    reasons = []
-    if math.isfinite(low) or math.isfinite(high):
-        reward_low, reward_high = task.reward_bounds
-        reasons.append(f"{task.env_id} rewards lie in [{reward_low:.6g}, {reward_high:.6g}] per step, over at "
-                       f"most {task.max_episode_steps} steps")
+        return get_benchmark(dataset)
+    from offbench.data.catalogue import get_card
+
+    return get_card(dataset)
+
+
+def plausible_range(source, trials: int = 1) -> ReturnRange | None:
+    """The returns accepted for ``source`` (see the module docstring), or None where nothing bounds
+    them: a catalogue card's episode returns, or a meta benchmark's (``MetaBenchmark``) trial
+    returns in an evaluation on ``trials`` held-out tasks (the point robot's references depend on them)."""
+    from offbench.envs.meta.benchmarks import MetaBenchmark
+
+    if isinstance(source, MetaBenchmark):
+        low, high = source.trial_return_bounds()
+        bounded = f"{source.env_id} rewards lie in [{source.reward_bounds[0]:.6g}, {source.reward_bounds[1]:.6g}] " \
+                  f"per step, over {source.episodes} episode(s) of at most {source.max_episode_steps} steps"
+        where = "the benchmark's random and reference trial returns"
+
+        def points() -> list[float]:
+            return [float(v) for v in source.references(trials)]
+    else:
+        from offbench.envs.tasks import task_for_dataset
+
+        try:
+            task = task_for_dataset(source.id)
+        except OffbenchError:  # a card of a task the registry does not know: the card alone decides
+            task = None
+        bounds = task.return_bounds() if task is not None else None
+        low, high = bounds if bounds is not None else (-math.inf, math.inf)
+        bounded = "" if bounds is None else (f"{task.env_id} rewards lie in [{task.reward_bounds[0]:.6g}, "
+                                             f"{task.reward_bounds[1]:.6g}] per step, over at most "
+                                             f"{task.max_episode_steps} steps")
+        where = "the card's reference and dataset returns"
+
+        def points() -> list[float]:
+            found = []
+            ref = source.reference_scores or {}
+            if ref.get("random") is not None and ref.get("expert") is not None:
+                found += [float(ref["random"]), float(ref["expert"])]
+            if source.returns.get("min") is not None and source.returns.get("max") is not None:
+                found += [float(source.returns["min"]), float(source.returns["max"])]
+            return found
+    reasons = [bounded] if math.isfinite(low) or math.isfinite(high) else []
     if not (math.isfinite(low) and math.isfinite(high)):
-        points = []
-        ref = card.reference_scores or {}
-        if ref.get("random") is not None and ref.get("expert") is not None:
-            points += [float(ref["random"]), float(ref["expert"])]
-        if card.returns.get("min") is not None and card.returns.get("max") is not None:
-            points += [float(card.returns["min"]), float(card.returns["max"])]
-        if points:
-            span = max(max(points) - min(points), 1.0)
+        found = points()
+        if found:
+            span = max(max(found) - min(found), 1.0)
             if not math.isfinite(low):
-                low = min(points) - SPANS_BELOW * span
-                reasons.append(f"below: {SPANS_BELOW:g} spans under the card's reference and dataset returns")
+                low = min(found) - SPANS_BELOW * span
+                reasons.append(f"below: {SPANS_BELOW:g} spans under {where}")
             if not math.isfinite(high):
-                high = max(points) + SPANS_ABOVE * span
-                reasons.append(f"above: {SPANS_ABOVE:g} spans over the card's reference and dataset returns")
+                high = max(found) + SPANS_ABOVE * span
+                reasons.append(f"above: {SPANS_ABOVE:g} spans over {where}")
     if not (math.isfinite(low) or math.isfinite(high)):
         return None
     return ReturnRange(low, high, "; ".join(reasons))
@@ -120,10 +159,12 @@ def plausible_range(card) -> ReturnRange | None:
 def validate_entry(entry: dict[str, Any], path: str | Path, *, entries_dir: str | Path | None = None,
                    check_unique: bool = True):
     """Raise :class:`EntryError` at the first problem; returns the shipped protocol on success."""
-    from offbench.data.catalogue import get_card
-
     protocol = shipped_protocol(entry, path)
     algorithm = entry["algorithm"]["import_path"]
+    meta = protocol.suite == "meta"
+    kind = "benchmark" if meta else "dataset"  # a meta protocol names benchmarks where others name datasets
+    _check_algorithm(path, algorithm, protocol)
+    planned = protocol.datasets_for(algorithm)  # an [overrides.X].datasets restriction, else every dataset
     cards: dict[str, Any] = {}
     seen: dict[tuple[str, int], int] = {}
     for i, run in enumerate(entry["runs"]):
@@ -135,34 +176,30 @@ def validate_entry(entry: dict[str, Any], path: str | Path, *, entries_dir: str 
         seen[dataset, seed] = i
         if dataset not in cards:
             try:
-                cards[dataset] = get_card(dataset)
+                cards[dataset] = run_source(protocol, dataset)
             except OffbenchError as exc:
-                raise EntryError(path, f"{where}.dataset", "unknown dataset id", value=dataset, hint=str(exc)) from None
+                raise EntryError(path, f"{where}.dataset", f"unknown {'meta benchmark' if meta else 'dataset'} id",
+                                 value=dataset, hint=str(exc)) from None
         if dataset not in protocol.datasets:
-            raise EntryError(path, f"{where}.dataset", f"dataset is not part of protocol {protocol.name!r}",
+            raise EntryError(path, f"{where}.dataset", f"{kind} is not part of protocol {protocol.name!r}",
                              value=dataset, hint="remove runs outside the protocol")
-        card = cards[dataset]
-        if not card.sha256:
-            raise EntryError(path, f"{where}.dataset_sha256", f"the catalogue card of {dataset} records no sha256, "
-                             "so the file cannot be checked", hint="use a catalogue dataset with a published file")
-        if run["dataset_sha256"] != card.sha256:
-            raise EntryError(path, f"{where}.dataset_sha256", f"does not match the catalogue card of {dataset} "
-                             f"({card.sha256})", value=run["dataset_sha256"],
-                             hint=f"re-run on the catalogue file (`offbench datasets verify {dataset}`; re-download it "
-                                  "if the check fails)")
-        content = run.get("content_sha256")
-        if content is not None and card.content_sha256 and content != card.content_sha256:
-            raise EntryError(path, f"{where}.content_sha256", f"does not match the catalogue card of {dataset} "
-                             f"({card.content_sha256})", value=content, hint="re-run on the catalogue dataset")
+        if dataset not in planned:
+            raise EntryError(path, f"{where}.dataset", f"protocol {protocol.name!r} runs {algorithm} on "
+                             f"{planned} only ([overrides.{algorithm}].datasets)", value=dataset,
+                             hint="remove runs outside the protocol")
+        if meta:
+            _check_meta_run(path, where, run)
+        else:
+            _check_dataset_file(path, where, run, cards[dataset])
         if seed not in protocol.seeds:
             raise EntryError(path, f"{where}.seed", f"protocol {protocol.name!r} uses seeds {protocol.seeds}",
                              value=seed, hint="remove runs with other seeds")
         _check_schedule(path, where, run, protocol, algorithm)
-        _check_values(path, where, run, card)
-    missing = [(d, s) for d in protocol.datasets for s in protocol.seeds if (d, s) not in seen]
+        _check_values(path, where, run, cards[dataset])
+    missing = [(d, s) for d in planned for s in protocol.seeds if (d, s) not in seen]
     if missing:
         shown = ", ".join(f"{d} seed {s}" for d, s in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise EntryError(path, "runs", f"protocol {protocol.name!r} needs every dataset x seed; "
+        raise EntryError(path, "runs", f"protocol {protocol.name!r} needs every {kind} x seed; "
                          f"{len(missing)} missing: {shown}",
                          hint="finish the runs (`offbench reproduce` resumes) and submit again")
     if check_unique and entries_dir is not None:
@@ -170,11 +207,62 @@ def validate_entry(entry: dict[str, Any], path: str | Path, *, entries_dir: str 
     return protocol
 
 
+def _check_algorithm(path, algorithm: str, protocol) -> None:
+    """A ``meta`` protocol's runs come from offbench's meta-RL trainers, and only from them."""
+    from offbench.meta_runs import META_ALGORITHMS
+
+    if protocol.suite == "meta" and algorithm not in META_ALGORITHMS:
+        raise EntryError(path, "algorithm.import_path", f"protocol {protocol.name!r} is a meta-RL protocol: its runs "
+                         f"are made by offbench's meta-RL trainers {list(META_ALGORITHMS)} (offbench/meta_runs.py)",
+                         value=algorithm, hint="submit a results directory of `offbench reproduce meta`")
+    if protocol.suite != "meta" and algorithm in META_ALGORITHMS:
+        raise EntryError(path, "algorithm.import_path", f"{algorithm!r} is an online meta-RL algorithm: it runs on "
+                         f"meta-suite protocols only, not on {protocol.suite!r}-suite protocol {protocol.name!r}",
+                         value=algorithm, hint="submit it under a meta protocol (suite 'meta')")
+
+
+def _check_dataset_file(path, where: str, run: dict, card) -> None:
+    """The run's dataset file is the catalogue's (its sha256 and, if given, its content hash)."""
+    dataset = card.id
+    if run["dataset_sha256"] is None:
+        raise EntryError(path, f"{where}.dataset_sha256", f"required for a dataset run: the sha256 of {dataset}'s "
+                         "file", value=None,
+                         hint="submit the runs with `offbench leaderboard submit`, which records it")
+    if not card.sha256:
+        raise EntryError(path, f"{where}.dataset_sha256", f"the catalogue card of {dataset} records no sha256, "
+                         "so the file cannot be checked", hint="use a catalogue dataset with a published file")
+    if run["dataset_sha256"] != card.sha256:
+        raise EntryError(path, f"{where}.dataset_sha256", f"does not match the catalogue card of {dataset} "
+                         f"({card.sha256})", value=run["dataset_sha256"],
+                         hint=f"re-run on the catalogue file (`offbench datasets verify {dataset}`; re-download it "
+                              "if the check fails)")
+    content = run.get("content_sha256")
+    if content is not None and card.content_sha256 and content != card.content_sha256:
+        raise EntryError(path, f"{where}.content_sha256", f"does not match the catalogue card of {dataset} "
+                         f"({card.content_sha256})", value=content, hint="re-run on the catalogue dataset")
+
+
+def _check_meta_run(path, where: str, run: dict) -> None:
+    """A meta run has no dataset file, and is evaluated on the fixed held-out tasks."""
+    from offbench.envs.meta.benchmarks import EVAL_TASK_SEED
+
+    for key in ("dataset_sha256", "content_sha256"):
+        if run.get(key) is not None:
+            raise EntryError(path, f"{where}.{key}", f"must be null: {run['dataset']} is a meta benchmark (an "
+                             "environment), not a dataset file", value=run[key], hint="set it to null")
+    for j, ev in enumerate(run["evaluations"]):
+        if ev.get("eval_seed") is not None and ev["eval_seed"] != EVAL_TASK_SEED:
+            raise EntryError(path, f"{where}.evaluations[{j}].eval_seed", f"meta runs are evaluated on the held-out "
+                             f"tasks sample_tasks(n, {EVAL_TASK_SEED}) of every benchmark", value=ev["eval_seed"],
+                             hint="evaluate on the benchmark's held-out tasks, as `offbench reproduce meta` does")
+
+
 def _check_schedule(path, where: str, run: dict, protocol, algorithm: str) -> None:
     steps, slots = expected_schedule(protocol, algorithm, run["seed"])
     if run["gradient_steps"] != steps:
+        unit = "outer updates" if protocol.suite == "meta" else "gradient steps"
         raise EntryError(path, f"{where}.gradient_steps", f"protocol {protocol.name!r} trains {algorithm} for "
-                         f"{steps} gradient steps", value=run["gradient_steps"],
+                         f"{steps} {unit}", value=run["gradient_steps"],
                          hint="re-run under the protocol's settings")
     got = [(ev["step"], ev["episodes"]) for ev in run["evaluations"]]
     want = [(s.step, s.episodes) for s in slots]
@@ -188,17 +276,29 @@ def _check_schedule(path, where: str, run: dict, protocol, algorithm: str) -> No
                          hint="submit the evaluations exactly as the protocol's run made them")
 
 
-def _check_values(path, where: str, run: dict, card) -> None:
-    accepted = plausible_range(card)
+def _check_values(path, where: str, run: dict, source) -> None:
+    """Every return possible for the card's task or the benchmark (:func:`plausible_range`); success
+    flags and rate in agreement."""
+    from offbench.envs.meta.benchmarks import MetaBenchmark
+
+    meta = isinstance(source, MetaBenchmark)
+    name, what = (source.benchmark_id, "trial return") if meta else (source.id, "return")
+    ranges: dict[int, ReturnRange | None] = {}
     for j, ev in enumerate(run["evaluations"]):
+        trials = len(ev["returns"]) if meta else 1  # a benchmark's references depend on its held-out tasks
+        if trials not in ranges:
+            ranges[trials] = plausible_range(source, trials)
+        accepted = ranges[trials]
         if accepted is not None:
             for k, r in enumerate(ev["returns"]):
                 if not accepted.contains(r):
                     raise EntryError(path, f"{where}.evaluations[{j}].returns[{k}]",
-                                     f"implausible return for {card.id} seed {run['seed']}: outside the accepted "
-                                     f"range [{accepted.low:.6g}, {accepted.high:.6g}] ({accepted.reason})", value=r,
-                                     hint="submit raw undiscounted episode returns, not normalised scores; a return "
-                                          "the task cannot give means a bug in the evaluation")
+                                     f"implausible {what} for {name} seed {run['seed']} (run {where}, evaluation at "
+                                     f"step {ev['step']}): outside the accepted range [{accepted.low:.6g}, "
+                                     f"{accepted.high:.6g}] ({accepted.reason})", value=r,
+                                     hint=f"submit raw undiscounted {what}s, not normalised scores; a {what} "
+                                          f"the {'benchmark' if meta else 'task'} cannot give means a bug in the "
+                                          "evaluation")
         success, rate = ev.get("success"), ev.get("success_rate")
         if success is not None and rate is not None and abs(sum(success) / len(success) - rate) > 1e-6:
             raise EntryError(path, f"{where}.evaluations[{j}].success_rate", "disagrees with the success flags",

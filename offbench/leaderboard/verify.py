@@ -9,6 +9,10 @@ will execute and checks that the module defines the class; ``verify`` prints tha
 unless ``--yes``. After the import, a class without the Algorithm protocol is refused before it is
 instantiated (:func:`import_algorithm`).
 
+A ``meta``-suite entry names one of offbench's own meta-RL trainers (``offbench.meta_runs``:
+RL², MAML, PEARL, DREAM), never an import path, so its re-runs import nothing the entry names: they
+run ``offbench reproduce``'s meta runs under the protocol and are scored as the board scores them.
+
 The interval of a dataset (``DatasetScores.interval``): the entry's headline scores over seeds,
 min..max, widened on both sides by ``VERIFY_STDERR_MULTIPLE`` (2) times the largest per-seed
 headline standard error (the standard error of the mean over the headline evaluations' episodes).
@@ -202,9 +206,9 @@ def verify_entry(path: str | Path, k: int, *, yes: bool = False, sample_seed: in
                  work_dir: str | Path | None = None, log: Callable[[str], None] = print,
                  ask: Callable[[str], str] = input) -> bool:
     """Re-run ``k`` sampled pairs; True if every re-run headline lies in the entry's interval."""
-    from offbench.data.catalogue import get_card
     from offbench.evaluation.results import dataset_slug
     from offbench.leaderboard.scoring import run_headline, score_entry
+    from offbench.leaderboard.validate import run_source
     from offbench.reproduce import RunSpec, algorithm_dirname, execute_run
 
     entry, protocol = validate_file(path, check_unique=False)
@@ -213,12 +217,18 @@ def verify_entry(path: str | Path, k: int, *, yes: bool = False, sample_seed: in
     algorithm = entry["algorithm"]["import_path"]
     log(f"verify {entry['name']}: re-running {len(pairs)} of {len(entry['runs'])} runs under protocol "
         f"{protocol.name!r} (sample seed {sample_seed})")
-    code = plan_code(algorithm)  # reads files only; refuses what is not an Algorithm class in source
-    for line in code.describe():
-        log(line)
-    log(f"  the entry declares commit {entry['code_commit'] or 'none'}")
-    if entry["code_commit"] and code.commit and not code.commit.startswith(entry["code_commit"]):
-        log("  WARNING: the local code is not at the entry's declared commit; results may differ")
+    meta = protocol.suite == "meta"  # validated: one of offbench's meta-RL trainers
+    code = None
+    if meta:
+        log(f"  code to run: offbench's built-in meta-RL trainer {algorithm!r} (offbench.meta_runs, baselines/meta/); "
+            "nothing the entry names is imported")
+    else:
+        code = plan_code(algorithm)  # reads files only; refuses what is not an Algorithm class in source
+        for line in code.describe():
+            log(line)
+        log(f"  the entry declares commit {entry['code_commit'] or 'none'}")
+        if entry["code_commit"] and code.commit and not code.commit.startswith(entry["code_commit"]):
+            log("  WARNING: the local code is not at the entry's declared commit; results may differ")
     log(f"  config: {entry['config']}")
     log("  runs: " + ", ".join(f"{d} seed {s}" for d, s in pairs))
     if not yes:
@@ -228,7 +238,8 @@ def verify_entry(path: str | Path, k: int, *, yes: bool = False, sample_seed: in
         if ask("Import and run this code? [y/N] ").strip().lower() not in ("y", "yes"):
             log("not run")
             return False
-    import_algorithm(code)
+    if code is not None:
+        import_algorithm(code)
     # the entry's config on top of the algorithm's defaults; the protocol's fixed settings win
     protocol = copy.deepcopy(protocol)
     fixed = protocol.per_algorithm.get(algorithm, {})
@@ -248,7 +259,7 @@ def verify_entry(path: str | Path, k: int, *, yes: bool = False, sample_seed: in
                 log(f"FAIL {dataset} seed {seed}: the re-run failed: {(result['error'] or '').splitlines()[0]}")
                 continue
             evaluations = [{"step": int(r["step"]), "returns": _returns(r["returns"])} for r in result["rows"]]
-            score, _ = run_headline(evaluations, get_card(dataset), protocol.headline)
+            score, _ = run_headline(evaluations, run_source(protocol, dataset), protocol.headline)
             entry_score = dict(zip(scores.datasets[dataset].seeds, scores.datasets[dataset].scores))[seed]
             inside = low <= score <= high
             ok &= inside

@@ -26,9 +26,16 @@ The point robot's random policy moves by uniform steps in the action box; its ex
 computed by Monte Carlo over 20,000 episodes per evaluation task set (standard error below 0.1%),
 and its oracle is :func:`~offbench.envs.meta.point_robot.oracle_return` of each task's goal from its
 start, so both are means over the same held-out tasks the runs are evaluated on.
+
+Each benchmark also records its per-step reward bounds and its episodes' time limit (from the
+family's module constants; tests/test_leaderboard_meta.py checks them against the environments),
+so :meth:`MetaBenchmark.trial_return_bounds` bounds a trial's return as
+``offbench.envs.tasks.Task.return_bounds`` bounds an episode's: the leaderboard rejects trial
+returns outside them (``offbench.leaderboard.validate.plausible_range``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -48,6 +55,22 @@ class MetaBenchmark:
     reference_kind: str  # "Bayes-optimal" or "oracle"
     description: str
     env_kwargs: dict = field(default_factory=dict)
+    #: bounds on one step's reward (-inf / inf where the family's reward is unbounded on that side)
+    reward_bounds: tuple[float, float] = (-math.inf, math.inf)
+    #: an episode's time limit (the family's own; an episode may end sooner)
+    max_episode_steps: int = 1
+    #: at most this many steps of an episode earn a reward above 0 (None: any step may); SignGrid:
+    #: 1, entering the goal, which ends the episode
+    max_rewarded_steps: int | None = None
+
+    def trial_return_bounds(self) -> tuple[float, float]:
+        """Bounds on one trial's undiscounted return: ``episodes`` episodes of 1 to
+        ``max_episode_steps`` steps, each rewarded within ``reward_bounds``; -inf/inf where the
+        reward is unbounded on that side."""
+        low, high = self.reward_bounds
+        steps = self.max_episode_steps
+        rewarded = steps if self.max_rewarded_steps is None else min(steps, self.max_rewarded_steps)
+        return self.episodes * min(low, steps * low), self.episodes * max(high, rewarded * high)
 
     def references(self, tasks: int) -> tuple[float, float]:
         """(random, reference) expected trial returns, on the ``tasks`` held-out tasks where they
@@ -60,14 +83,21 @@ class MetaBenchmark:
 
 
 BENCHMARKS: dict[str, MetaBenchmark] = {b.benchmark_id: b for b in (
+    # reward bounds: a pull pays 0 or 1 (bandits.py); -0.1 off the goal, +1 on it (gridnavi.py STEP_REWARD,
+    # GOAL_REWARD); minus the distance to the goal, no floor (point_robot.py); -1 in a wrong corner, -0.1 a
+    # step, +1 entering the goal, which ends the episode (sign_grid.py WRONG/STEP/GOAL_TENTHS)
     MetaBenchmark("meta/bandit-k5-n10-v0", "offbench/BernoulliBandit-v0", 1, "Bayes-optimal",
-                  "Bernoulli bandits, 5 arms with means U[0, 1], 10 pulls (RL² section 3.1)", {"arms": 5, "pulls": 10}),
+                  "Bernoulli bandits, 5 arms with means U[0, 1], 10 pulls (RL² section 3.1)", {"arms": 5, "pulls": 10},
+                  reward_bounds=(0.0, 1.0), max_episode_steps=10),
     MetaBenchmark("meta/gridnavi-v0", "offbench/GridNavi-v0", 4, "Bayes-optimal",
-                  "GridNavi 5x5, hidden goal, 4 episodes of 15 steps (VariBAD)"),
+                  "GridNavi 5x5, hidden goal, 4 episodes of 15 steps (VariBAD)",
+                  reward_bounds=(-0.1, 1.0), max_episode_steps=15),
     MetaBenchmark("meta/point-robot-v0", "offbench/PointRobot-v0", 2, "oracle",
-                  "point robot, dense reward, goals in U[-1, 1]^2, 2 episodes of 20 steps (PEARL)"),
+                  "point robot, dense reward, goals in U[-1, 1]^2, 2 episodes of 20 steps (PEARL)",
+                  reward_bounds=(-math.inf, 0.0), max_episode_steps=20),
     MetaBenchmark("meta/signgrid-v0", "offbench/SignGrid-v0", 2, "Bayes-optimal",
-                  "SignGrid 5x5: the goal corner is written on a sign off the way, 2 episodes of at most 20 steps"),
+                  "SignGrid 5x5: the goal corner is written on a sign off the way, 2 episodes of at most 20 steps",
+                  reward_bounds=(-1.0, 1.0), max_episode_steps=20, max_rewarded_steps=1),
 )}
 
 
