@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from offbench.checkpoint import load_checkpoint, save_checkpoint
+from offbench.cpu import torch_threads
 from offbench.errors import OffbenchError
 from offbench.nn import mlp, seed_everything
 from offbench.resumable import resumable_loop
@@ -277,21 +278,22 @@ class DREAMTrainer:
     def adapt_and_evaluate(self, tasks: list[dict], episodes: int, seed: int) -> np.ndarray:
         """Per-episode returns [tasks, episodes]: the greedy exploration episode, then ``episodes - 1``
         greedy exploitation episodes with z^ = g(tau_exp)."""
-        stream, self.agent.generator = self.agent.generator, torch.Generator().manual_seed(seed)
-        try:
-            out = np.zeros((len(tasks), episodes))
-            for i, task in enumerate(tasks):
-                episode = self.explore_episode(task, 0.0, seed + 100 * i)
-                out[i, 0] = sum(episode["rewards"])
-                with torch.no_grad():
-                    padded = _pad([episode], self.agent.obs_dim)
-                    x = RecurrentQ.inputs(padded["obs"], padded["actions"], padded["rewards"], self.agent.n_actions)
-                    z = self.agent.decoder(x)[0][0, -1]
-                for e in range(1, episodes):
-                    out[i, e] = self.exploit_episode(task, z, 0.0, seed + 100 * i + e, store=False)
-            return out
-        finally:
-            self.agent.generator = stream
+        with torch_threads(self.config.threads):  # the run's own thread count, whatever the caller's
+            stream, self.agent.generator = self.agent.generator, torch.Generator().manual_seed(seed)
+            try:
+                out = np.zeros((len(tasks), episodes))
+                for i, task in enumerate(tasks):
+                    episode = self.explore_episode(task, 0.0, seed + 100 * i)
+                    out[i, 0] = sum(episode["rewards"])
+                    with torch.no_grad():
+                        padded = _pad([episode], self.agent.obs_dim)
+                        x = RecurrentQ.inputs(padded["obs"], padded["actions"], padded["rewards"], self.agent.n_actions)
+                        z = self.agent.decoder(x)[0][0, -1]
+                    for e in range(1, episodes):
+                        out[i, e] = self.exploit_episode(task, z, 0.0, seed + 100 * i + e, store=False)
+                return out
+            finally:
+                self.agent.generator = stream
 
     # ---------------------------------------------------------------- checkpoints
     def _save(self, stem: Path) -> None:
@@ -325,6 +327,6 @@ class DREAMTrainer:
 
     def fit(self, iterations: int, out: str | Path, on_iteration: Callable[[dict], None] | None = None,
             checkpoint_every: int = 100) -> list[dict]:
-        torch.set_num_threads(self.config.threads)
-        return resumable_loop(out, iterations, load=self._load, save=self._save, current=lambda: self.iteration,
-                              step=self.iterate, on_iteration=on_iteration, checkpoint_every=checkpoint_every)
+        with torch_threads(self.config.threads):  # restored after: no thread count left behind
+            return resumable_loop(out, iterations, load=self._load, save=self._save, current=lambda: self.iteration,
+                                  step=self.iterate, on_iteration=on_iteration, checkpoint_every=checkpoint_every)

@@ -59,6 +59,7 @@ from torch import nn
 from torch.func import functional_call
 
 from offbench.checkpoint import load_checkpoint, save_checkpoint
+from offbench.cpu import torch_threads
 from offbench.errors import OffbenchError
 from offbench.nn import seed_everything
 from offbench.resumable import resumable_loop
@@ -277,25 +278,26 @@ class MAML(nn.Module):
     def adapt_and_evaluate(self, make_env: Callable[[], gym.Env], tasks: list[dict], steps: int = 1,
                            seed: int = 777_000) -> np.ndarray:
         """Mean return per task [len(tasks), steps + 1]: before adaptation and after each inner step."""
-        envs = [make_env() for _ in range(self.config.episodes_per_task)]
-        out = np.zeros((len(tasks), steps + 1))
-        for i, task in enumerate(tasks):
-            params = {k: p.detach() for k, p in self.params().items()}
-            for k in range(steps + 1):
-                data = self.rollouts(params, envs, task, seed + 1000 * i + 100 * k)
-                out[i, k] = data.returns.mean()
-                if k < steps:
-                    params = {n: p.detach().requires_grad_() for n, p in params.items()}
-                    params = {n: p.detach() for n, p in self.adapt(params, data, create_graph=False).items()}
-        return out
+        with torch_threads(self.config.threads):  # the run's own thread count, whatever the caller's
+            envs = [make_env() for _ in range(self.config.episodes_per_task)]
+            out = np.zeros((len(tasks), steps + 1))
+            for i, task in enumerate(tasks):
+                params = {k: p.detach() for k, p in self.params().items()}
+                for k in range(steps + 1):
+                    data = self.rollouts(params, envs, task, seed + 1000 * i + 100 * k)
+                    out[i, k] = data.returns.mean()
+                    if k < steps:
+                        params = {n: p.detach().requires_grad_() for n, p in params.items()}
+                        params = {n: p.detach() for n, p in self.adapt(params, data, create_graph=False).items()}
+            return out
 
     def fit(self, make_env: Callable[[], gym.Env], iterations: int, out: str | Path,
             on_iteration: Callable[[dict], None] | None = None) -> list[dict]:
         """Meta-train to ``iterations``, resuming from ``out`` (a checkpoint after every iteration;
         ``metrics.jsonl`` one row per iteration)."""
-        torch.set_num_threads(self.config.threads)
-        return resumable_loop(out, iterations, load=self._load, save=self._save, current=lambda: self.iteration,
-                              step=lambda: self.meta_iteration(make_env), on_iteration=on_iteration)
+        with torch_threads(self.config.threads):  # restored after: no thread count left behind
+            return resumable_loop(out, iterations, load=self._load, save=self._save, current=lambda: self.iteration,
+                                  step=lambda: self.meta_iteration(make_env), on_iteration=on_iteration)
 
     def _save(self, stem: Path) -> None:
         save_checkpoint(stem, modules={"maml": self}, optimizers={"outer": self.optimizer},

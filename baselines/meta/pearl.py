@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from offbench.checkpoint import load_checkpoint, save_checkpoint
+from offbench.cpu import torch_threads
 from offbench.errors import OffbenchError
 from offbench.nn import QEnsemble, TanhGaussianPolicy, mlp, seed_everything, soft_update
 from offbench.resumable import resumable_loop
@@ -299,23 +300,24 @@ class PEARLTrainer:
                 **{k: float(np.mean([s[k] for s in stats])) for k in stats[0]}}
 
     def fit(self, iterations: int, out: str | Path, on_iteration: Callable[[dict], None] | None = None) -> list[dict]:
-        torch.set_num_threads(self.config.threads)
-        return resumable_loop(out, iterations, load=self._load, save=self._save, current=lambda: self.iteration,
-                              step=self.iterate, on_iteration=on_iteration)
+        with torch_threads(self.config.threads):  # restored after: no thread count left behind
+            return resumable_loop(out, iterations, load=self._load, save=self._save, current=lambda: self.iteration,
+                                  step=self.iterate, on_iteration=on_iteration)
 
     def adapt_and_evaluate(self, tasks: list[dict], episodes: int, seed: int) -> np.ndarray:
         """Per-episode returns [tasks, episodes] of trials with posterior sampling (section 4.3),
         deterministic actions, seeded (the training streams are left untouched)."""
-        stream, self.agent.generator = self.agent.generator, torch.Generator().manual_seed(seed)
-        try:
-            out = np.zeros((len(tasks), episodes))
-            for i, task in enumerate(tasks):
-                context: list = []
-                for e in range(episodes):
-                    rows, returns = self.play(task, self._posterior_z, deterministic=True, seed=seed + 1000 * i + e,
-                                              context=context)
-                    context = context + rows
-                    out[i, e] = returns[0]
-            return out
-        finally:
-            self.agent.generator = stream
+        with torch_threads(self.config.threads):  # the run's own thread count, whatever the caller's
+            stream, self.agent.generator = self.agent.generator, torch.Generator().manual_seed(seed)
+            try:
+                out = np.zeros((len(tasks), episodes))
+                for i, task in enumerate(tasks):
+                    context: list = []
+                    for e in range(episodes):
+                        rows, returns = self.play(task, self._posterior_z, deterministic=True, seed=seed + 1000 * i + e,
+                                                  context=context)
+                        context = context + rows
+                        out[i, e] = returns[0]
+                return out
+            finally:
+                self.agent.generator = stream

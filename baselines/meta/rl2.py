@@ -11,8 +11,13 @@ family of ``offbench.envs.meta``; tasks drawn by ``sample_tasks`` inside the tri
 reset seeds made from the run's seed and the update index, and collects ``trials_per_update``
 whole trials in each environment; so an update boundary is a trial boundary in every
 environment, the state of a run between updates is the network, the optimiser and the agent's
-generator, and a killed run resumes to identical parameters. ``rollout_steps`` is therefore a
-multiple of the trial length, which must be fixed (GridNavi, bandits, point robot, SignGrid are).
+generator, and a killed run resumes to identical parameters. ``rollout_steps`` is therefore
+``trials_per_update`` times the *longest* trial (:func:`trial_length`: ``episodes`` x the
+family's episode time limit), a number fixed by the settings alone. GridNavi, bandits and the
+point robot always take exactly that long. SignGrid's episodes may end sooner (at a corner):
+an environment whose trials end early starts the next one within the same rollout (same-step
+autoreset), and the trial still running at the rollout's end is cut there and bootstrapped
+from its value, as at the end of any PPO rollout (the next update resets every environment).
 
 Meta-test (:func:`evaluate`): ``trials`` trials of held-out tasks (``sample_tasks(trials, seed)``),
 each episode's return kept, so the adaptation curve (the return of episode k = 1, 2, ...) and the
@@ -53,15 +58,17 @@ def make_env_fn(config: RL2Config, tasks=None) -> Callable[[], gym.Env]:
 
 
 def trial_length(config: RL2Config) -> int:
-    """Steps of one trial: the inner episodes' fixed length x episodes (checked by playing one)."""
+    """The most steps a trial can take: ``episodes`` x the family's episode time limit
+    (``max_episode_steps`` of the environment). Read from the family, not measured by playing
+    an episode: where episodes may end sooner (SignGrid) a measured length would depend on the
+    actions played, and with it PPO's rollout length and so the whole run."""
     env = make_env_fn(config)()
     try:
-        env.reset(seed=0)
-        steps, done = 0, False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-            steps, done = steps + 1, terminated or truncated
-        return steps
+        limit = getattr(env.unwrapped, "max_episode_steps", None)
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise OffbenchError(f"RL² needs the episode time limit of {config.env_id} (max_episode_steps of "
+                                f"{type(env.unwrapped).__name__}) to size its rollouts")
+        return config.episodes * int(limit)
     finally:
         env.close()
 

@@ -40,6 +40,11 @@ class BernoulliBanditEnv(MetaTaskMixin, gym.Env):
         self.observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
         self._t = 0
 
+    @property
+    def max_episode_steps(self) -> int:
+        """The episode's time limit (``pulls``; the environment applies it itself)."""
+        return self.pulls
+
     # ---------------------------------------------------------------- tasks
     def _draw_task(self, rng: np.random.Generator) -> Task:
         return {"means": rng.uniform(0.0, 1.0, self.arms)}

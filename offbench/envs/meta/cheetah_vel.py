@@ -36,6 +36,11 @@ class HalfCheetahVelEnv(MetaTaskMixin, HalfCheetahEnv):
         super().__init__(**kwargs)
         self._t = 0
 
+    @property
+    def max_episode_steps(self) -> int:
+        """The episode's time limit (``episode_length``; the environment applies it itself)."""
+        return self.episode_length
+
     def _draw_task(self, rng: np.random.Generator) -> Task:
         return {"velocity": float(rng.uniform(*VELOCITY_RANGE))}
 

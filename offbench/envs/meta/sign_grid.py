@@ -91,6 +91,12 @@ class SignGridEnv(MetaTaskMixin, gym.Env):
         self._cell = lay.start
         self._t = 0
 
+    @property
+    def max_episode_steps(self) -> int:
+        """The episode's time limit (``episode_length``; the environment applies it itself). An
+        episode may end sooner, in a corner."""
+        return self.layout.episode_length
+
     def _draw_task(self, rng: np.random.Generator) -> Task:
         return {"goal": int(rng.integers(len(self.layout.goals)))}
 
