@@ -1,7 +1,8 @@
 """Evaluation protocols as data: which runs make a table, and how each run is scored.
 
 A protocol is a TOML file (``offbench/protocols/<name>.toml`` ships ``smoke``, ``lite`` and
-``full``, and for the goal suite ``goal``, ``goal-full`` and ``goal-smoke``; any path works too)::
+``full``, for the goal suite ``goal``, ``goal-full`` and ``goal-smoke``, for the meta-RL suite
+``meta-smoke`` and for the skill-discovery suite ``skills`` and ``skills-smoke``; any path works too)::
 
     name = "lite"
     suite = "lite"
@@ -156,9 +157,18 @@ def check_runnable(protocol: Protocol) -> None:
                 raise OffbenchError(f"unknown meta-RL algorithm {name!r}: use one of {list(META_ALGORITHMS)}")
         for benchmark_id in protocol.datasets:
             get_benchmark(benchmark_id)  # raises, naming the id and the known ones
-    for name in [] if protocol.suite == "meta" else protocol.algorithms:
+    if protocol.suite == "skills":  # skill-discovery methods on environments (offbench.skill_runs)
+        from offbench.envs.skill_environments import get_skill_environment
+        from offbench.skill_runs import method_config
+
+        for name in protocol.algorithms:
+            method_config(name, protocol.settings(name))  # raises, naming the method, setting or value
+        for environment_id in protocol.datasets:
+            get_skill_environment(environment_id)  # raises, naming the id and the known ones
+    online = protocol.suite in ("meta", "skills")  # no datasets to load or build
+    for name in [] if online else protocol.algorithms:
         load_algorithm_class(name)  # raises, naming the algorithm and the known ones
-    for dataset_id in [] if protocol.suite == "meta" else protocol.datasets:
+    for dataset_id in [] if online else protocol.datasets:
         if looks_like_path(dataset_id):
             if not Path(dataset_id).is_file():
                 raise OffbenchError(f"dataset file {dataset_id} does not exist")

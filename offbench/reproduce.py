@@ -38,7 +38,7 @@ from typing import Callable, Iterable
 
 from offbench.atomic import write_atomic
 from offbench.errors import OffbenchError
-from offbench.evaluation.results import COLUMNS, dataset_slug, evaluation_rows
+from offbench.evaluation.results import COLUMNS, SKILL_COLUMNS, dataset_slug, evaluation_rows
 from offbench.protocol import Protocol
 
 # Rough cost of one gradient step relative to BC at lite sizes (measured on this machine), so the
@@ -46,7 +46,10 @@ from offbench.protocol import Protocol
 RELATIVE_STEP_COST = {"bc": 1.0, "percent_bc": 1.0, "awr": 2.0, "td3_bc": 2.0, "awac": 2.5, "iql": 2.5,
                       "cql": 12.0, "dt": 25.0, "mopo": 6.0, "combo": 14.0,
                       # the goal suite at the `goal` protocol's sizes (2x128, batch 256; CPU time per step)
-                      "gcbc": 1.0, "gcivl": 5.5, "gciql": 7.0, "qrl": 16.0, "crl": 11.0, "hiql": 11.0}
+                      "gcbc": 1.0, "gcivl": 5.5, "gciql": 7.0, "qrl": 16.0, "crl": 11.0, "hiql": 11.0,
+                      # the skills suite, per training episode (50 environment steps and updates) at its
+                      # methods' default sizes (docs/skills.md, "Measured")
+                      "diayn": 220.0, "metra": 230.0, "dads": 950.0, "rnd": 300.0, "random": 3.0}
 STOP_GRACE_SECONDS = 15.0  # how long an interrupted pool waits for its workers' checkpoints
 PROGRESS_SECONDS = 0.5  # how often a worker reports its training step
 ETA_AFTER_SECONDS = 3.0  # of training, before the progress bar shows an ETA
@@ -144,6 +147,8 @@ def execute_run(spec: RunSpec, *, on_start: Callable[[int], None] | None = None,
     try:
         if spec.protocol.suite == "meta":  # online meta-RL: a benchmark, not a dataset
             return _execute_meta_run(spec, started, on_start, on_step, should_stop)
+        if spec.protocol.suite == "skills":  # skill discovery: an environment, not a dataset
+            return _execute_skill_run(spec, started, on_start, on_step, should_stop)
         from offbench.data import load_dataset
         from offbench.data.recipes import ensure_built
         from offbench.train import train_run
@@ -184,6 +189,27 @@ def _execute_meta_run(spec: RunSpec, started: float, on_start, on_step, should_s
         spec.log_path.unlink(missing_ok=True)
     rows = evaluation_rows(spec.run_dir, algorithm=spec.algorithm, dataset=spec.dataset, suite=spec.protocol.suite,
                            env_id=benchmark.env_id, seed=spec.seed, final_step=spec.steps,
+                           results_dir=spec.run_dir.parents[3])
+    return {"key": list(spec.key), "status": "finished", "error": None, "log": None, "skipped": skipped,
+            "seconds": time.perf_counter() - started, "rows": rows}
+
+
+def _execute_skill_run(spec: RunSpec, started: float, on_start, on_step, should_stop) -> dict:
+    """:func:`execute_run` for suite ``skills`` (``offbench.skill_runs``); the same result shape."""
+    from offbench.envs.skill_environments import get_skill_environment
+    from offbench.skill_runs import resume_point, train_skill_run
+
+    environment = get_skill_environment(spec.dataset)
+    skipped = is_finished(spec)
+    if not skipped:
+        if on_start:
+            on_start(resume_point(spec.run_dir))
+        train_skill_run(spec.algorithm, spec.dataset, spec.protocol.settings(spec.algorithm),
+                        spec.protocol.train_config(spec.algorithm, spec.seed), spec.run_dir,
+                        on_step=on_step, should_stop=should_stop)
+        spec.log_path.unlink(missing_ok=True)
+    rows = evaluation_rows(spec.run_dir, algorithm=spec.algorithm, dataset=spec.dataset, suite=spec.protocol.suite,
+                           env_id=environment.env_id, seed=spec.seed, final_step=spec.steps,
                            results_dir=spec.run_dir.parents[3])
     return {"key": list(spec.key), "status": "finished", "error": None, "log": None, "skipped": skipped,
             "seconds": time.perf_counter() - started, "rows": rows}
@@ -604,16 +630,22 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
             datasets=list(dict.fromkeys(previous.datasets + protocol.datasets)),
             seeds=sorted(set(previous.seeds) | set(protocol.seeds)))
     # Every dataset must be known before anything is written (a card to build it from, or the cache);
-    # the meta suite names benchmarks (offbench.envs.meta.benchmarks) instead, and builds nothing.
+    # the meta suite names benchmarks (offbench.envs.meta.benchmarks) instead, the skills suite
+    # environments (offbench.envs.skill_environments), and they build nothing.
     from offbench.data.catalogue import cached_path, get_card
 
-    meta = protocol.suite == "meta"
-    if meta:
+    online = protocol.suite in ("meta", "skills")
+    if protocol.suite == "meta":
         from offbench.envs.meta.benchmarks import get_benchmark
 
         for benchmark_id in requested.datasets:
             get_benchmark(benchmark_id)  # raises, naming the id
-    for dataset_id in [] if meta else requested.datasets:
+    elif online:
+        from offbench.envs.skill_environments import get_skill_environment
+
+        for environment_id in requested.datasets:
+            get_skill_environment(environment_id)  # raises, naming the id
+    for dataset_id in [] if online else requested.datasets:
         if not cached_path(dataset_id).exists():
             get_card(dataset_id)  # raises, naming the id, if there is no card
     write_protocol(protocol, protocol_path)
@@ -621,11 +653,11 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
     # Datasets first (in this process: builds are deterministic and shared by all runs).
     from offbench.data.mirrors import file_sha256
 
-    for dataset_id in [] if meta else requested.datasets:
+    for dataset_id in [] if online else requested.datasets:
         if not cached_path(dataset_id).exists():
             log(f"building {dataset_id} (not in the cache)")
             ensure_built(dataset_id, progress=progress)
-    dataset_hashes = {} if meta else {d: file_sha256(cached_path(d)) for d in protocol.datasets
+    dataset_hashes = {} if online else {d: file_sha256(cached_path(d)) for d in protocol.datasets
                                       if cached_path(d).exists()}
 
     specs = plan(protocol, out, device)  # every run of the directory, for the table and the manifest
@@ -719,7 +751,8 @@ def write_results_table(out: Path, results: Iterable[dict]) -> Path:
     import pandas as pd
 
     rows = [row for r in results for row in r["rows"]]
-    table = pd.DataFrame.from_records(rows, columns=COLUMNS)
+    # the skills suite's metric columns only where its runs wrote them: other tables keep their bytes
+    table = pd.DataFrame.from_records(rows, columns=COLUMNS + [c for c in SKILL_COLUMNS if any(c in r for r in rows)])
     table = table.sort_values(["algorithm", "dataset", "seed", "step"], kind="stable")
     path = out / "results.csv"
     write_atomic(path, table.to_csv(index=False))

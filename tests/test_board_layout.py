@@ -232,11 +232,13 @@ def _lab(color: str) -> np.ndarray:
 def test_palette_is_distinguishable_and_stable():
     from offbench.algorithm import BUILTIN
     from offbench.evaluation.colors import BUILTIN_SLOTS, PALETTE, SUITE_GROUPS, assign_colors
+    from offbench.skill_runs import SKILL_METHODS
 
     assert len(PALETTE) == 12
     for a, b in itertools.combinations(PALETTE, 2):
         assert np.linalg.norm(_lab(a) - _lab(b)) >= 25, (a, b)  # CIE76 distance: clearly different
-    assert list(BUILTIN_SLOTS) == list(BUILTIN) and sorted(a for g in SUITE_GROUPS for a in g) == sorted(BUILTIN)
+    builtin = [*BUILTIN, *SKILL_METHODS]  # the offline baselines, then the skills suite's methods
+    assert list(BUILTIN_SLOTS) == builtin and sorted(a for g in SUITE_GROUPS for a in g) == sorted(builtin)
     for group in SUITE_GROUPS:  # the baselines that share figures have distinct colours
         assert len({BUILTIN_SLOTS[a] for a in group}) == len(group)
     lite_names = list(SUITE_GROUPS[0])

@@ -39,10 +39,13 @@ from offbench.evaluation.colors import assign_colors
 from offbench.evaluation.literature import D4RL_SOURCE, D4RL_TITLE, OGBENCH_SOURCE, OGBENCH_TITLE, d4rl_reference, \
     ogbench_success
 from offbench.evaluation.results import SUCCESS_UNIT, success_scored
+from offbench.evaluation.skill_report import SKILL_SCORE, SKILL_UNIT, skill_tables, trajectory_figure
+from offbench.evaluation.skill_report import markdown_lines as skill_markdown_lines
 
 FIGURES = {"learning_curves": "learning_curves.png", "aggregate_metrics": "aggregate_metrics.png",
            "performance_profiles": "performance_profiles.png",
-           "probability_of_improvement": "probability_of_improvement.png"}
+           "probability_of_improvement": "probability_of_improvement.png",
+           "skill_trajectories": "skill_trajectories.png"}
 MISSING_CELL = "—"
 PROFILE_POINTS = 101
 
@@ -295,6 +298,9 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                                                for d in datasets})
 
     steps = {a: _train_setting(protocol, a, "steps") for a in algorithms}
+    # the skills suite: a table per skill metric and the rollouts to draw (offbench.evaluation.skill_report)
+    skills = {"skills": skill_tables(done, algorithms, datasets, protocol.headline, reps=reps,
+                                     rng=lambda *labels: _rng(seed, *labels))} if protocol.suite == "skills" else {}
     return {
         "results_dir": str(results_dir),
         "protocol": {"name": protocol.name, "suite": protocol.suite, "description": protocol.description,
@@ -308,7 +314,8 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                       "method": "stratified bootstrap over seeds (within each dataset), percentile interval"},
         "algorithms": algorithms, "datasets": datasets,
         "eval_trials": {d: sorted({int(n) for n in done.loc[done["dataset"] == d, "episodes"]}) for d in datasets},
-        "units": {d: (SUCCESS_UNIT if units[d] == "normalized_score" and success_scored(d) else
+        "units": {d: (SKILL_UNIT if skills and units[d] == "normalized_score" else
+                      SUCCESS_UNIT if units[d] == "normalized_score" and success_scored(d) else
                       "normalised score" if units[d] == "normalized_score" else "return") for d in datasets},
         "score_label": _score_label([d for d in datasets if units[d] == "normalized_score"]),
         "per_task": per_task,
@@ -320,7 +327,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "optimality_gap_gamma": stats.DEFAULT_GAMMA,
         "probability_of_improvement": poi, "performance_profiles": profiles, "learning_curves": curves,
         "missing_runs": missing, "notes": notes, "d4rl": d4rl, "settling": slopes,
-        "published": _published(datasets, algorithms),
+        "published": _published(datasets, algorithms), **skills,
     }
 
 
@@ -344,9 +351,12 @@ def _score_label(normalised: list[str]) -> str:
     """What the aggregate scores are: success rates when every normalised dataset is success-scored,
     normalised trial returns when every one is a meta-RL benchmark."""
     from offbench.envs.meta.benchmarks import is_meta_benchmark
+    from offbench.envs.skill_environments import is_skill_environment
 
     if normalised and all(is_meta_benchmark(d) for d in normalised):
         return META_UNIT
+    if normalised and all(is_skill_environment(d) for d in normalised):
+        return SKILL_UNIT
     return SUCCESS_UNIT if normalised and all(success_scored(d) for d in normalised) else "normalised score"
 
 
@@ -445,14 +455,16 @@ def _header_lines(report: dict) -> list[str]:
     exceptions = ", ".join(f"{a}: {s}" for a, s in steps.items() if s != common)
     wall = m.get("wall_time_seconds")
     boot = report["bootstrap"]
+    steps_noun, step_noun = ("training episodes", "episodes") if report.get("skills") else ("gradient steps", "steps")
     scored = ("success rate in %, over the evaluation tasks" if report.get("score_label") == SUCCESS_UNIT else
+              "coverage in cells of the evaluation's rollouts" if report.get("score_label") == SKILL_UNIT else
               "trial return normalised between the random policy and the benchmark's reference"
               if report.get("score_label") == META_UNIT else
               "normalised with the dataset's own reference returns unless marked")
     lines = [f"Protocol `{p['name']}` (suite `{p['suite']}`). Headline score of a run: {p['headline']['describe']} "
              f"({scored}); never the best over training.",
-             f"Seeds: {', '.join(str(s) for s in p['seeds'])} ({len(p['seeds'])} per dataset); gradient steps: "
-             f"{common}{f' ({exceptions})' if exceptions else ''}; evaluation every {p['eval_every']} steps.",
+             f"Seeds: {', '.join(str(s) for s in p['seeds'])} ({len(p['seeds'])} per dataset); {steps_noun}: "
+             f"{common}{f' ({exceptions})' if exceptions else ''}; evaluation every {p['eval_every']} {step_noun}.",
              f"Git commit: {m.get('git_commit') or 'unknown'}; wall time: "
              f"{'unknown' if wall is None else f'{float(wall):.1f} s'}; offbench {m.get('offbench_version') or '?'}.",
              f"Cells: mean ± standard error over {len(p['seeds'])} seeds (sample std / √n; n marked where fewer) "
@@ -614,6 +626,8 @@ def render_table_md(report: dict) -> str:
         lines += ["## Headline score: success rate (%)", "", SUCCESS_SCORE, ""]
     elif report.get("score_label") == META_UNIT:
         lines += [f"## Headline score: {META_UNIT}", "", META_SCORE, ""] + _meta_reference_lines(report)
+    elif report.get("score_label") == SKILL_UNIT:
+        lines += [f"## Headline score: {SKILL_UNIT}", "", SKILL_SCORE, ""]
     else:
         lines += ["## Headline score (normalised with each dataset's own reference returns)", "",
                   f"{OWN_NORMALISATION} `data`: the dataset's own mean episode return, normalised (the behaviour "
@@ -621,6 +635,8 @@ def render_table_md(report: dict) -> str:
                                report["units"].values() else ""), ""]
     lines += _markdown_table(report, _view(report, "headline"), marks=report.get("settling")) + [""]
     lines += settling.markdown_lines(report.get("settling") or {}, report["algorithms"], report["datasets"])
+    if report.get("skills"):
+        lines += skill_markdown_lines(report["skills"], report["algorithms"], len(report["protocol"]["seeds"]))
     lines += _published_lines(report)
     lines += _per_task_lines(report)
     if report["notes"]:
@@ -707,7 +723,8 @@ def render_table_tex(report: dict) -> str:
                    f"{seeds} seeds; aggregates with 95% bootstrap intervals), "
                    + ("success rate (%)." if report.get("score_label") == SUCCESS_UNIT else
                       f"{META_UNIT} (0 = random, 100 = the benchmark's reference)."
-                      if report.get("score_label") == META_UNIT else
+                      if report.get("score_label") == META_UNIT else f"{SKILL_UNIT}."
+                      if report.get("score_label") == SKILL_UNIT else
                       "normalised with each dataset's own reference returns."))
     if report["d4rl"]:
         out += tabular("d4rl", f"Protocol {p['name']}, {D4RL_TITLE}: the same runs on D4RL's scale (not a headline; "
@@ -810,7 +827,7 @@ def render_figures(report: dict) -> dict[str, bytes]:
                     ax.plot(c["step"], c["mean"], color=colors[algorithm], label=algorithm, marker="o", ms=3)
                     ax.fill_between(c["step"], c["low"], c["high"], color=colors[algorithm], alpha=0.2, lw=0)
                 ax.set_title(dataset, fontsize=9)
-                ax.set_xlabel("gradient step")
+                ax.set_xlabel((report.get("skills") or {}).get("step_label", "gradient step"))
                 ax.set_ylabel(report["units"][dataset])
             for ax in axes[len(panels):]:
                 ax.set_visible(False)
@@ -870,6 +887,11 @@ def render_figures(report: dict) -> dict[str, bytes]:
             ax.set_ylabel("X")
             ax.set_title("probability of improvement P(X > Y)", fontsize=10)
             drawn["probability_of_improvement"] = _png(fig)
+
+        if report.get("skills"):  # the skills' trajectories, from the runs' saved rollouts
+            fig = trajectory_figure(report["results_dir"], report["skills"], colors)
+            if fig is not None:
+                drawn["skill_trajectories"] = _png(fig)
     return drawn
 
 

@@ -16,6 +16,8 @@ REQUIRED_COLUMNS = ["algorithm", "dataset", "suite", "env_id", "seed", "step", "
 #: reports them (the goal suite); empty elsewhere and absent from older results.csv files
 OPTIONAL_COLUMNS = ["successes", "task_ids", "episode_returns"]  # goal suite; meta suite (per-episode returns of each trial)
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+#: the skills suite's metrics (``offbench.skill_runs``), columns of results.csv only where runs report them
+SKILL_COLUMNS = ["coverage", "final_distance", "classifier_accuracy", "classifier_chance", "mi_lower_bound", "log_k"]
 
 
 #: what a goal dataset's score is (report and leaderboard label)
@@ -54,7 +56,8 @@ def evaluation_rows(run_dir: Path, *, algorithm: str, dataset: str, suite: str, 
                      "normalized_score": ev.get("normalized_score"), "success_rate": ev.get("success_rate"),
                      "returns": json.dumps(ev["returns"]),
                      "run_dir": str(run_dir.relative_to(results_dir)),
-                     **{key: json.dumps(ev[key]) if key in ev else None for key in OPTIONAL_COLUMNS}})
+                     **{key: json.dumps(ev[key]) if key in ev else None for key in OPTIONAL_COLUMNS},
+                     **{key: ev[key] for key in SKILL_COLUMNS if key in ev}})
     return rows
 
 
@@ -73,7 +76,7 @@ def load_results(results_dir: str | Path):
     missing = sorted(set(REQUIRED_COLUMNS) - set(table.columns))
     if missing:
         raise OffbenchError(f"{results_dir / 'results.csv'}: missing columns {missing}")
-    for column in OPTIONAL_COLUMNS:
+    for column in OPTIONAL_COLUMNS + (SKILL_COLUMNS if protocol.suite == "skills" else []):
         if column not in table.columns:
             table[column] = None
     return protocol, manifest, table

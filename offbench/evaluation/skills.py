@@ -26,7 +26,10 @@ def coverage(positions: np.ndarray, cell: float = 1.0) -> int:
 
 def independent_classifier(states: np.ndarray, skills: np.ndarray, rollouts: np.ndarray, seed: int = 0) -> dict:
     """``states`` [N, d] visited, ``skills`` [N] the skill of each, ``rollouts`` [N] which rollout each
-    came from. Returns held-out ``accuracy``, ``chance``, ``mi_lower_bound`` and ``log_k`` (nats)."""
+    came from. Returns held-out ``accuracy``, ``chance``, ``mi_lower_bound`` and ``log_k`` (nats).
+    A training half that holds one skill only (possible with two skills and few rollouts) gives the
+    constant classifier: accuracy = the share of that skill among the test states, log q = 0 on it and
+    -inf elsewhere (each state's term clipped at -50 in the bound, as for a skill never trained on)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import PolynomialFeatures, StandardScaler
     from sklearn.pipeline import make_pipeline
@@ -39,13 +42,18 @@ def independent_classifier(states: np.ndarray, skills: np.ndarray, rollouts: np.
     test_ids = rng.choice(ids, len(ids) // 2, replace=False)
     test = np.isin(rollouts, test_ids)
     k = len(np.unique(skills))
-    model = make_pipeline(PolynomialFeatures(2), StandardScaler(), LogisticRegression(max_iter=2000))
-    model.fit(states[~test], skills[~test])
-    log_probs = model.predict_log_proba(states[test])
-    classes = list(model.classes_)
-    index = np.array([classes.index(z) if z in classes else -1 for z in skills[test]])
-    known = index >= 0
-    log_q = np.where(known, log_probs[np.arange(len(index)), np.maximum(index, 0)], -np.inf)
-    accuracy = float(np.mean(model.predict(states[test]) == skills[test]))
+    trained = np.unique(skills[~test])
+    if len(trained) == 1:  # the training half saw one skill (few rollouts): it predicts that one, surely
+        hit = skills[test] == trained[0]
+        log_q, accuracy = np.where(hit, 0.0, -np.inf), float(np.mean(hit))
+    else:
+        model = make_pipeline(PolynomialFeatures(2), StandardScaler(), LogisticRegression(max_iter=2000))
+        model.fit(states[~test], skills[~test])
+        log_probs = model.predict_log_proba(states[test])
+        classes = list(model.classes_)
+        index = np.array([classes.index(z) if z in classes else -1 for z in skills[test]])
+        known = index >= 0
+        log_q = np.where(known, log_probs[np.arange(len(index)), np.maximum(index, 0)], -np.inf)
+        accuracy = float(np.mean(model.predict(states[test]) == skills[test]))
     return {"accuracy": accuracy, "chance": 1.0 / k, "mi_lower_bound": float(np.log(k) + np.mean(np.maximum(log_q, -50.0))),
             "log_k": float(np.log(k)), "train_states": int((~test).sum()), "test_states": int(test.sum())}

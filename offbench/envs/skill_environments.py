@@ -1,0 +1,58 @@
+"""The skill-discovery suite's environments by id: the ``skills`` protocols name them where the
+offline suites name datasets (``offbench/skill_runs.py`` runs one method on one of them).
+
+An id (``skills/point-plane-v0``) fixes the Gymnasium environment and its arguments, and which
+observation coordinates are the agent's x-y position (the plane that coverage counts 1 x 1 cells
+of and the trajectory figure draws):
+
+==========================  ==========================  ======  ==============================================
+id                          environment                 x-y     what it is
+==========================  ==========================  ======  ==============================================
+``skills/point-plane-v0``   ``offbench/PointPlane-v0``  (0, 1)  reward-free plane [-10, 10]^2, 50-step episodes
+==========================  ==========================  ======  ==============================================
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from offbench.errors import OffbenchError
+
+
+@dataclass(frozen=True)
+class SkillEnvironment:
+    environment_id: str
+    env_id: str  # the Gymnasium id
+    description: str
+    env_kwargs: dict = field(default_factory=dict)
+    xy: tuple[int, int] = (0, 1)  # the observation's x-y coordinates
+    extent: float | None = None  # positions lie in [-extent, extent]^2 (figures), None if unbounded
+
+    def make(self):
+        import gymnasium as gym
+
+        import offbench.envs  # noqa: F401 - registers offbench's ids
+
+        return gym.make(self.env_id, disable_env_checker=True, **self.env_kwargs)
+
+
+SKILL_ENVIRONMENTS = {e.environment_id: e for e in (
+    SkillEnvironment("skills/point-plane-v0", "offbench/PointPlane-v0",
+                     "the reward-free point plane: positions in [-10, 10]^2, actions in [-1, 1]^2, 50-step episodes "
+                     "from the origin", extent=10.0),
+)}
+
+
+def get_skill_environment(environment_id: str) -> SkillEnvironment:
+    """The environment of an id; :class:`OffbenchError` naming the id, close matches and the known ones."""
+    try:
+        return SKILL_ENVIRONMENTS[environment_id]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(environment_id), list(SKILL_ENVIRONMENTS), n=3)
+        raise OffbenchError(f"unknown skill environment {environment_id!r}"
+                            + (f" (did you mean {', '.join(close)}?)" if close else "")
+                            + f": use one of {sorted(SKILL_ENVIRONMENTS)}") from None
+
+
+def is_skill_environment(identifier: str) -> bool:
+    return identifier in SKILL_ENVIRONMENTS
