@@ -249,7 +249,10 @@ def test_shipped_cards_are_valid(monkeypatch):
     cards = list_cards()
     assert "lite/pendulum/random-v0" in {c.id for c in cards}
     for card in cards:
-        assert card.reference_scores["random"] < card.reference_scores["expert"], card.id
+        if card.recipe.get("kind") == "explore":  # reward-free data: no scores to normalise
+            assert not card.reference_scores, card.id
+        else:
+            assert card.reference_scores["random"] < card.reference_scores["expert"], card.id
         assert card.changelog and card.changelog[-1]["version"] == card.id.rsplit("-", 1)[1]
 
 

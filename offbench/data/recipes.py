@@ -13,6 +13,10 @@ Recipe kinds (the ``[recipe]`` table of a card):
 - ``ogbench_pointmaze``: OGBench's PointMaze navigate / stitch data from its noisy oracle
   (``maze``, ``dataset_type``, ``episodes``, ``first_episode``, ``max_episode_steps``, ``noise``,
   ``seed``, ``ogbench_version``; see ``offbench.data.goal_generation``).
+- ``meta_tasks``: per-task trajectories of a meta-RL family (``offbench.data.meta_generation``).
+- ``explore``: reward-free data of a skill-discovery or exploration method trained first
+  (``env_id``, ``method``, ``episodes``, ``run``, ``steps``, ``seed``, optional ``config``; see
+  ``offbench.data.explore_generation``).
 
 The file is staged beside the cache and moved into place only after it has been validated
 and, when the card records one, its content sha256 matches: a rebuild never replaces a good
@@ -188,8 +192,15 @@ def _build_meta_tasks(card: DatasetCard, path: Path, progress: bool) -> None:
     build_from_card(card, path, progress)
 
 
+def _build_explore(card: DatasetCard, path: Path, progress: bool) -> None:
+    from offbench.data.explore_generation import build_from_card
+
+    build_from_card(card, path, progress)
+
+
 BUILDERS = {"rollout": _build_rollout, "mix": _build_mix, "replay": _build_replay,
-            "ogbench_pointmaze": _build_ogbench_pointmaze, "meta_tasks": _build_meta_tasks}
+            "ogbench_pointmaze": _build_ogbench_pointmaze, "meta_tasks": _build_meta_tasks,
+            "explore": _build_explore}
 
 
 def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True,

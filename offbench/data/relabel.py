@@ -45,7 +45,9 @@ success, so every stored transition is exact under its own goal; no step is drop
 
 Task relabelling recomputes the rewards of every stored transition under another task's
 reward function, from stored observations, actions and simulator state (``sim_state/qpos``
-and friends, with exact next states at episode ends), e.g. HalfCheetahVel velocity targets.
+and friends, with exact next states at episode ends), e.g. HalfCheetahVel velocity targets;
+:func:`relabel_for_task` does it with a registered task's own reward (the point-plane goals of the
+reward-free exploratory datasets, ``offbench.envs.tasks``).
 """
 from __future__ import annotations
 
@@ -762,10 +764,28 @@ def relabel_task(
     return _derived(dataset, arrays, dataset_id=dataset_id or f"{parent}+task-{task_id}", recipe=recipe)
 
 
+def relabel_for_task(dataset: Dataset, task: str, *, task_id: int = 0, dataset_id: str | None = None) -> Dataset:
+    """A copy of ``dataset`` with the rewards of the registered task ``task`` (a name or Gymnasium id of
+    ``offbench.envs.tasks``), recomputed from the stored transitions by the task's ``relabel_reward``
+    (:func:`relabel_task`; terminations as stored: the tasks that have one never end an episode early).
+    E.g. ``relabel_for_task(load_dataset("explore/point-plane/metra-v0"), "point-plane-goal-top-right")``
+    pays 1 on every step whose next position (``sim_state/state``) lies within 1 of (9, 9)."""
+    from offbench.envs.tasks import TASKS, get_task
+
+    found = get_task(task)
+    if found.relabel_reward is None:
+        able = sorted(name for name, t in TASKS.items() if t.relabel_reward is not None)
+        raise RelabelError(f"task {found.name!r} has no reward that offbench recomputes from stored data; tasks "
+                           f"that have one: {', '.join(able)}")
+    parent = dataset.metadata.dataset_id
+    return relabel_task(dataset, found.relabel_reward, task_id=task_id,
+                        dataset_id=dataset_id or f"{parent}+{found.name}")
+
+
 __all__ = [
     "GOAL_STRATEGIES", "EnvComputeReward", "GoalRewardFn", "GoalSample", "GoalSampler", "HalfCheetahVelocityReward",
     "IndexReward", "PendulumTargetAngleReward", "RelabelError", "RelabelledBatch", "TaskRewardFn", "ThresholdReward",
     "TransitionView", "angle_normalize", "compute_goal_reward", "env_compute_reward", "halfcheetah_velocity_reward",
-    "index_reward", "pendulum_target_angle_reward", "relabel_dataset", "relabel_task", "state_positions",
-    "state_rows", "threshold_reward",
+    "index_reward", "pendulum_target_angle_reward", "relabel_dataset", "relabel_for_task", "relabel_task",
+    "state_positions", "state_rows", "threshold_reward",
 ]

@@ -8,7 +8,9 @@ Both truncate after 10 steps themselves (``horizon`` keyword; see ``offbench.env
 - ``offbench/pointmaze-{medium,large,giant,teleport}-v0``: OGBench's PointMaze with Dict goal
   observations (``offbench.envs.pointmaze``; needs ``pip install --no-deps ogbench==1.2.2`` when made).
 - ``offbench/PointPlane-v0``: a bounded, reward-free 2-D point plane for skill discovery
-  (``offbench.envs.point_plane``).
+  (``offbench.envs.point_plane``), and its goal-reaching variants
+  ``offbench/point-plane-goal-<name>-v0`` (``<name>`` a key of ``point_plane.GOALS``: reward
+  1 within distance 1 of the goal), the downstream tasks of the exploratory datasets.
 - Meta-RL task families ``offbench/{BernoulliBandit,GridNavi,PointRobot,SparsePointRobot,SignGrid,
   HalfCheetahVel}-v0`` with exact references (``offbench.envs.meta``).
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from offbench.envs.gridworld import HORIZON, StitchGridEnv
+from offbench.envs.point_plane import GOALS as POINT_PLANE_GOALS
+from offbench.envs.point_plane import goal_env_id as point_plane_goal_env_id
 
 # The horizon is spelled out so a dataset's recorded env_spec names the time limit it used.
 _ENVS = {
@@ -25,6 +29,10 @@ _ENVS = {
 }
 if "offbench/PointPlane-v0" not in registry:  # the skill-discovery suite's reward-free plane
     register(id="offbench/PointPlane-v0", entry_point="offbench.envs.point_plane:PointPlaneEnv")
+for _name, _goal in POINT_PLANE_GOALS.items():  # its downstream goal-reaching tasks
+    if point_plane_goal_env_id(_name) not in registry:
+        register(id=point_plane_goal_env_id(_name), entry_point="offbench.envs.point_plane:PointPlaneEnv",
+                 kwargs={"goal": _goal})
 
 for _id, _kwargs in _ENVS.items():
     if _id not in registry:  # importing twice (reloads, tests) must not re-register

@@ -19,6 +19,13 @@ it out is a known cause of MOPO failing to reproduce (REFERENCE.md, section 4).
 - ``pointmaze-{medium,large,giant,teleport}``: ``offbench/pointmaze-<maze>-v0`` (also OGBench's
   ``pointmaze-<maze>-v0``), suite ``goal``; terminates at the goal (within 1.0). Its Dict
   observations are taken flattened, ``[achieved_goal, desired_goal, observation]`` (6 numbers).
+- ``point-plane``: ``offbench/PointPlane-v0``, suite ``explore`` (the reward-free exploratory
+  datasets ``explore/point-plane/*``); reward 0, never terminates.
+- ``point-plane-goal-<name>``: ``offbench/point-plane-goal-<name>-v0`` for the eight goals of
+  ``offbench.envs.point_plane.GOALS`` (corners and edge midpoints of the plane, inset by 1), suite
+  ``explore``: the downstream tasks the exploratory data are relabelled for. Reward
+  ``1[||s' - goal|| <= 1]`` per step (``point_plane.GoalReward``), never terminates, 50 steps; their
+  ``relabel_reward`` recomputes it from a dataset's stored states (``relabel_for_task``).
 
 Each rule is transcribed from the installed Gymnasium 1.4 source (the file is cited next to
 the rule) for the DEFAULT keyword arguments, in particular the default v5 observation
@@ -54,6 +61,10 @@ from offbench.envs.pointmaze import EVAL_MAX_EPISODE_STEPS as POINTMAZE_MAX_EPIS
 from offbench.envs.pointmaze import MAZES as POINTMAZES
 from offbench.envs.pointmaze import SUCCESS_RADIUS as POINTMAZE_SUCCESS_RADIUS
 from offbench.envs.pointmaze import env_id as pointmaze_env_id
+from offbench.envs.point_plane import GOALS as POINT_PLANE_GOALS
+from offbench.envs.point_plane import EPISODE_LENGTH as POINT_PLANE_MAX_EPISODE_STEPS
+from offbench.envs.point_plane import GoalReward
+from offbench.envs.point_plane import goal_env_id as point_plane_goal_env_id
 from offbench.errors import OffbenchError
 
 __all__ = ["Task", "TASKS", "get_task", "task_for_dataset"]
@@ -244,6 +255,10 @@ STITCHGRID_REWARD_BOUNDS = (STEP_COST, GOAL_REWARD)
 # episode returns 0 or 1 (`max_rewarded_steps=1`; the datasets' episodes, which do not end at the
 # goal, return the number of steps spent at goals).
 POINTMAZE_REWARD_BOUNDS = (0.0, 1.0)
+# offbench/envs/point_plane.py `PointPlaneEnv.step`: reward 0 without a goal; with one, GoalReward's
+# 1[||s' - goal|| <= 1], so 0 or 1 on every step of the 50 (no termination: an episode returns 0 to 50).
+POINT_PLANE_REWARD_BOUNDS = (0.0, 0.0)
+POINT_PLANE_GOAL_REWARD_BOUNDS = (0.0, 1.0)
 
 
 # ---------------------------------------------------------------------- the registry
@@ -270,6 +285,10 @@ class Task:
     #: At most this many steps of an episode earn a reward above 0 (None: any step may). PointMaze:
     #: 1, the step that reaches the goal, which ends the evaluation episode (reward 1, else 0).
     max_rewarded_steps: int | None = None
+    #: The task's reward recomputed from stored transitions, where the data hold what it reads: a
+    #: ``offbench.data.relabel.TaskRewardFn`` (a ``TransitionView`` -> rewards [N]) for
+    #: ``relabel_task`` / ``relabel_for_task``; None where the task has none.
+    relabel_reward: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "env_kwargs", MappingProxyType(dict(self.env_kwargs)))
@@ -342,6 +361,13 @@ TASKS: dict[str, Task] = _tasks(
          reward_bounds=(-0.1, 1.0), max_episode_steps=15),
     Task("point-robot", "offbench/PointRobot-v0", ("meta",), observation_dim=2, termination=_never,
          reward_bounds=(-math.inf, 0.0), max_episode_steps=20),
+    # reward-free exploratory data (explore/point-plane/...) and the goals it is relabelled for
+    Task("point-plane", "offbench/PointPlane-v0", ("explore",), observation_dim=2, termination=_never,
+         reward_bounds=POINT_PLANE_REWARD_BOUNDS, max_episode_steps=POINT_PLANE_MAX_EPISODE_STEPS),
+    *(Task(f"point-plane-goal-{name}", point_plane_goal_env_id(name), ("explore",), observation_dim=2,
+           termination=_never, reward_bounds=POINT_PLANE_GOAL_REWARD_BOUNDS,
+           max_episode_steps=POINT_PLANE_MAX_EPISODE_STEPS, relabel_reward=GoalReward(goal))
+      for name, goal in POINT_PLANE_GOALS.items()),
 )
 
 
