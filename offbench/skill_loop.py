@@ -95,6 +95,19 @@ class SkillSpace:
             z = z / np.linalg.norm(z, axis=-1, keepdims=True)
         return z.astype(np.float32)
 
+    def spread(self, count: int, seed: int) -> np.ndarray:
+        """``count`` skills spread over the prior's support, so that a classifier's task does not hang
+        on a lucky draw: every categorical skill; in 2-D, ``count`` evenly spaced unit directions
+        (``unit``, ``gaussian``: angles 2 pi k / count) or, for ``uniform`` on the square, the same
+        directions pushed out to the square's boundary; otherwise :meth:`evaluation_skills`' draw."""
+        if self.categorical or self.prior == "none" or self.dim != 2:
+            return self.evaluation_skills(count, seed)
+        angles = 2.0 * np.pi * np.arange(count) / count
+        z = np.stack([np.cos(angles), np.sin(angles)], 1)
+        if self.prior == "uniform":
+            z = z / np.abs(z).max(1, keepdims=True)
+        return z.astype(np.float32)
+
     def vectors(self, skills: np.ndarray) -> np.ndarray:
         """What the policy sees of skills [B] (indices) or [B, dim]: float32 [B, dim]."""
         skills = np.asarray(skills)

@@ -20,7 +20,8 @@ An evaluation, from the current parameters, with rollout streams of its own (tra
   mean distance from the start at which they end (also the row's ``returns`` and ``return_mean``,
   one per rollout, since the suite has no reward);
 - **the independent classifier** (methods with skills only): N // K' rollouts of each of the K'
-  evaluation skills (every categorical skill, or ``eval_skills`` draws from a continuous prior),
+  evaluation skills (every categorical skill, or ``eval_skills`` continuous skills spread evenly over
+  the prior's support: ``SkillSpace.spread``; a random draw can put several directions close together),
   seeded by ``EVAL_SEED + 1``; a logistic regression trained on the states of half of them and
   tested on the other half gives ``classifier_accuracy`` (against ``classifier_chance`` = 1 / K')
   and the bound ``mi_lower_bound`` on I(S; Z) in nats (against its ceiling ``log_k``). N must
@@ -78,7 +79,7 @@ def check_evaluation(trainer, rollouts: int, field: str = "eval_episodes") -> No
         raise OffbenchError(f"[train].{field} = {rollouts}: a skills evaluation plays at least 1 rollout")
     space = trainer.skill_space
     if space.prior != "none":
-        k = len(space.evaluation_skills(trainer.config.eval_skills, EVAL_SEED + 1))
+        k = len(space.spread(trainer.config.eval_skills, EVAL_SEED + 1))
         if int(rollouts) // k < 2:
             raise OffbenchError(f"[train].{field} = {rollouts}: {trainer.name} has {k} evaluation skills and the "
                                 f"independent classifier needs at least 2 rollouts of each, so at least {2 * k}")
@@ -104,7 +105,7 @@ def evaluate_skills(trainer, environment: SkillEnvironment, rollouts: int, seed:
     arrays = {"xy": np.asarray(xy, np.int64), "coverage_observations": observations,
               "coverage_skills": space.vectors(skills) if not space.categorical else skills.astype(np.int64)}
     if space.prior != "none":
-        evaluation_skills = space.evaluation_skills(trainer.config.eval_skills, seed + 1)
+        evaluation_skills = space.spread(trainer.config.eval_skills, seed + 1)
         played = trainer.skill_rollouts(rollouts // len(evaluation_skills), seed + 1, skills=evaluation_skills)
         states, labels = played["positions"].astype(np.float32), played["skills"]
         metrics.update(classifier_metrics(states, labels, seed))

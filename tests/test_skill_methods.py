@@ -50,6 +50,10 @@ def test_skill_priors_sample_what_they_say():
     a, b = (SkillSpace("unit", 2).evaluation_skills(5, seed=7) for _ in range(2))
     np.testing.assert_array_equal(a, b)  # evaluation skills depend on the seed only
     assert SkillSpace("none", 0).vectors(np.zeros((3, 0))).shape == (3, 0)
+    # spread skills: evenly spaced directions (unit), pushed to the square's boundary (uniform)
+    np.testing.assert_allclose(SkillSpace("unit", 2).spread(4, seed=0), [[1, 0], [0, 1], [-1, 0], [0, -1]], atol=1e-7)
+    np.testing.assert_allclose(SkillSpace("uniform", 2).spread(8, seed=0)[:3], [[1, 0], [1, 1], [0, 1]], atol=1e-6)
+    np.testing.assert_array_equal(SkillSpace("categorical", 3).spread(8, seed=0), [0, 1, 2])
 
 
 # ---------------------------------------------------------------- DADS
