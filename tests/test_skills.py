@@ -38,7 +38,15 @@ def test_the_independent_classifier_and_its_bound():
     separable = centres[skills] + rng.normal(0, 0.3, (800, 2))
     result = independent_classifier(separable, skills, rollouts)
     assert result["accuracy"] == 1.0 and result["chance"] == 0.25
-    assert result["log_k"] - 0.05 < result["mi_lower_bound"] <= result["log_k"]
+    # a perfect classifier: the smoothed q is at most 0.95 + 0.05 / 4 on the right skill
+    ceiling = np.log(4) + np.log(0.9625)
+    assert ceiling - 0.02 < result["mi_lower_bound"] <= ceiling
+    # one confidently wrong state among the 400 held out costs at most (log 0.9625 - log 0.0125) / 400
+    # = 0.011 nats, not minus infinity as with the raw classifier
+    wrong = separable.copy()
+    wrong[skills == 0] = np.where(rollouts[skills == 0, None] == 0, centres[1], wrong[skills == 0])  # rollout 0 at skill 1
+    worst = independent_classifier(wrong, skills, rollouts)
+    assert result["mi_lower_bound"] - 20 * 0.011 - 0.01 <= worst["mi_lower_bound"] < result["mi_lower_bound"]
     mixed = rng.normal(0, 1, (800, 2))  # states that say nothing about the skill
     blind = independent_classifier(mixed, skills, rollouts)
     assert blind["accuracy"] < 0.4 and blind["mi_lower_bound"] < 0.1

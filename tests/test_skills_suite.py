@@ -206,4 +206,5 @@ def test_a_classifier_trained_on_one_skill_is_the_constant_one():
     share = float(np.mean(skills[test] == trained))
     result = independent_classifier(states, skills, rollouts, seed=seed)
     assert result["accuracy"] == share and share < 1
-    assert result["mi_lower_bound"] == pytest.approx(np.log(2) + (1 - share) * -50.0)
+    # q = 0.95 q_clf + 0.05 / 2: log(0.975) where the constant classifier is right, log(0.025) elsewhere
+    assert result["mi_lower_bound"] == pytest.approx(np.log(2) + share * np.log(0.975) + (1 - share) * np.log(0.025))

@@ -39,9 +39,10 @@ METRICS = (
      "rollouts (N // K' of each of the K' evaluation skills) and tested on the other half, split by rollout; "
      "in brackets chance, 1 / K'."),
     ("mi_lower_bound", "I(S; Z) lower bound (nats)", "log_k", 2,
-     "log K' + E[log q(z | s)] with q the independent classifier on the held-out states (Barber & Agakov's "
-     "bound, DIAYN's objective); in brackets its ceiling log K'. Negative when the classifier is confidently "
-     "wrong."),
+     "log K' + E[log q(z | s)] on the held-out states (Barber & Agakov's bound, DIAYN's objective), with q the "
+     "independent classifier mixed with the uniform distribution (weight 0.05, fixed in advance; the bound holds "
+     "for any q, and the mixture keeps a few confidently wrong states from dominating it); in brackets its "
+     "ceiling log K'. It lies in [log 0.05, log K'] = [-3.0, log K']."),
     ("final_distance", "Mean final distance from the start", None, 1,
      "The mean over the coverage rollouts of the x-y distance between where a rollout ends and where it started."),
 )
