@@ -34,6 +34,7 @@ import numpy as np
 from offbench.atomic import write_atomic
 from offbench.envs.meta.benchmarks import EVAL_TASK_SEED, MetaBenchmark, eval_tasks, get_benchmark
 from offbench.errors import OffbenchError
+from offbench.resumable import check_run_config, evaluate_on_schedule
 
 #: the online meta-RL algorithms a ``meta`` protocol can name
 META_ALGORITHMS = ("rl2", "maml", "pearl", "dream")
@@ -177,7 +178,6 @@ def train_meta_run(algorithm: str, benchmark_id: str, settings: dict[str, Any], 
     """Meta-train ``algorithm`` on ``benchmark_id`` to ``config.steps`` updates with an evaluation
     every ``config.eval_every``; resumes from ``out``; returns the summary (``summary.json``).
     ``config`` is an ``offbench.train.TrainConfig`` read as the module docstring says."""
-    from offbench.cpu import torch_threads
     from offbench.train import TrainingInterrupted
 
     if algorithm not in META_ALGORITHMS:
@@ -188,36 +188,27 @@ def train_meta_run(algorithm: str, benchmark_id: str, settings: dict[str, Any], 
     resolved = {"algorithm": algorithm, "benchmark": benchmark_id, "settings": settings,
                 "train": {k: getattr(config, k) for k in ("steps", "eval_every", "eval_episodes",
                                                           "final_eval_episodes", "seed", "threads")}}
-    config_path = out / "config.json"
-    if config_path.exists() and json.loads(config_path.read_text()) != json.loads(json.dumps(resolved)):
-        raise OffbenchError(f"{out} holds a meta run with other settings; use another --out or the same settings")
-    write_atomic(config_path, json.dumps(resolved, indent=2))
+    check_run_config(out, resolved, "meta")
     runner = {"rl2": _RL2, "maml": _MAML, "pearl": _PEARL, "dream": _DREAM}[algorithm](benchmark, settings, config.seed, config.steps,
                                                                      out)
-    path = out / "evaluations.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    schedule = sorted({*range(config.eval_every, config.steps + 1, config.eval_every), config.steps})
-    with torch_threads(config.threads):
-        for step in schedule:
-            if any(r["step"] == step for r in rows):
-                continue
-            try:
-                runner.train_to(step, should_stop)
-            except _Stop as stopped:
-                raise TrainingInterrupted(stopped.step, out) from None
-            trials = config.final_eval_episodes if step == config.steps else config.eval_episodes
-            episode_returns = runner.evaluate(trials)
-            totals = episode_returns.sum(1)
-            scores = benchmark.normalise(totals, trials)
-            rows.append({"step": step, "episodes": trials, "seed": EVAL_TASK_SEED,
-                         "returns": [round(float(r), 6) for r in totals], "return_mean": float(totals.mean()),
-                         "return_stderr": float(totals.std(ddof=1) / np.sqrt(len(totals))) if len(totals) > 1 else 0.0,
-                         "normalized_scores": [round(float(s), 6) for s in scores],
-                         "normalized_score": float(scores.mean()),
-                         "episode_returns": [[round(float(x), 6) for x in trial] for trial in episode_returns]})
-            write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-            if on_step:
-                on_step(step)
+
+    def train_to(step: int) -> None:
+        try:
+            runner.train_to(step, should_stop)
+        except _Stop as stopped:
+            raise TrainingInterrupted(stopped.step, out) from None
+
+    def evaluate(step: int, trials: int) -> dict:
+        episode_returns = runner.evaluate(trials)
+        totals = episode_returns.sum(1)
+        scores = benchmark.normalise(totals, trials)
+        return {"seed": EVAL_TASK_SEED, "returns": [round(float(r), 6) for r in totals],
+                "return_mean": float(totals.mean()),
+                "return_stderr": float(totals.std(ddof=1) / np.sqrt(len(totals))) if len(totals) > 1 else 0.0,
+                "normalized_scores": [round(float(s), 6) for s in scores], "normalized_score": float(scores.mean()),
+                "episode_returns": [[round(float(x), 6) for x in trial] for trial in episode_returns]}
+
+    rows = evaluate_on_schedule(out, config, train_to, evaluate, on_step)
     last = rows[-1]
     random, reference = benchmark.references(config.final_eval_episodes)
     summary = {"final_step": last["step"], "headline": "last evaluation", "score_kind": "normalized_score",

@@ -145,10 +145,8 @@ def execute_run(spec: RunSpec, *, on_start: Callable[[int], None] | None = None,
     ``should_stop``) propagates as ``KeyboardInterrupt`` after the run wrote its checkpoint."""
     started = time.perf_counter()
     try:
-        if spec.protocol.suite == "meta":  # online meta-RL: a benchmark, not a dataset
-            return _execute_meta_run(spec, started, on_start, on_step, should_stop)
-        if spec.protocol.suite == "skills":  # skill discovery: an environment, not a dataset
-            return _execute_skill_run(spec, started, on_start, on_step, should_stop)
+        if spec.protocol.suite in ("meta", "skills"):  # a benchmark or an environment, not a dataset
+            return _execute_online_run(spec, started, on_start, on_step, should_stop)
         from offbench.data import load_dataset
         from offbench.data.recipes import ensure_built
         from offbench.train import train_run
@@ -173,44 +171,30 @@ def execute_run(spec: RunSpec, *, on_start: Callable[[int], None] | None = None,
                              time.perf_counter() - started)
 
 
-def _execute_meta_run(spec: RunSpec, started: float, on_start, on_step, should_stop) -> dict:
-    """:func:`execute_run` for suite ``meta`` (``offbench.meta_runs``); the same result shape."""
-    from offbench.envs.meta.benchmarks import get_benchmark
-    from offbench.meta_runs import train_meta_run
+def _execute_online_run(spec: RunSpec, started: float, on_start, on_step, should_stop) -> dict:
+    """:func:`execute_run` for the suites that train online in an environment instead of on a dataset:
+    ``meta`` (a benchmark, ``offbench.meta_runs``) and ``skills`` (an environment,
+    ``offbench.skill_runs``); the same result shape."""
+    if spec.protocol.suite == "meta":
+        from offbench.envs.meta.benchmarks import get_benchmark
+        from offbench.meta_runs import train_meta_run as train
 
-    benchmark = get_benchmark(spec.dataset)
+        env_id, resume_step = get_benchmark(spec.dataset).env_id, lambda: 0
+    else:
+        from offbench.envs.skill_environments import get_skill_environment
+        from offbench.skill_runs import resume_point, train_skill_run as train
+
+        env_id, resume_step = get_skill_environment(spec.dataset).env_id, lambda: resume_point(spec.run_dir)
     skipped = is_finished(spec)
     if not skipped:
         if on_start:
-            on_start(0)
-        train_meta_run(spec.algorithm, spec.dataset, spec.protocol.settings(spec.algorithm),
-                       spec.protocol.train_config(spec.algorithm, spec.seed), spec.run_dir,
-                       on_step=on_step, should_stop=should_stop)
+            on_start(resume_step())
+        train(spec.algorithm, spec.dataset, spec.protocol.settings(spec.algorithm),
+              spec.protocol.train_config(spec.algorithm, spec.seed), spec.run_dir,
+              on_step=on_step, should_stop=should_stop)
         spec.log_path.unlink(missing_ok=True)
     rows = evaluation_rows(spec.run_dir, algorithm=spec.algorithm, dataset=spec.dataset, suite=spec.protocol.suite,
-                           env_id=benchmark.env_id, seed=spec.seed, final_step=spec.steps,
-                           results_dir=spec.run_dir.parents[3])
-    return {"key": list(spec.key), "status": "finished", "error": None, "log": None, "skipped": skipped,
-            "seconds": time.perf_counter() - started, "rows": rows}
-
-
-def _execute_skill_run(spec: RunSpec, started: float, on_start, on_step, should_stop) -> dict:
-    """:func:`execute_run` for suite ``skills`` (``offbench.skill_runs``); the same result shape."""
-    from offbench.envs.skill_environments import get_skill_environment
-    from offbench.skill_runs import resume_point, train_skill_run
-
-    environment = get_skill_environment(spec.dataset)
-    skipped = is_finished(spec)
-    if not skipped:
-        if on_start:
-            on_start(resume_point(spec.run_dir))
-        train_skill_run(spec.algorithm, spec.dataset, spec.protocol.settings(spec.algorithm),
-                        spec.protocol.train_config(spec.algorithm, spec.seed), spec.run_dir,
-                        on_step=on_step, should_stop=should_stop)
-        spec.log_path.unlink(missing_ok=True)
-    rows = evaluation_rows(spec.run_dir, algorithm=spec.algorithm, dataset=spec.dataset, suite=spec.protocol.suite,
-                           env_id=environment.env_id, seed=spec.seed, final_step=spec.steps,
-                           results_dir=spec.run_dir.parents[3])
+                           env_id=env_id, seed=spec.seed, final_step=spec.steps, results_dir=spec.run_dir.parents[3])
     return {"key": list(spec.key), "status": "finished", "error": None, "log": None, "skipped": skipped,
             "seconds": time.perf_counter() - started, "rows": rows}
 

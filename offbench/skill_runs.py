@@ -44,6 +44,7 @@ import numpy as np
 from offbench.atomic import write_atomic
 from offbench.envs.skill_environments import SkillEnvironment, get_skill_environment
 from offbench.errors import OffbenchError
+from offbench.resumable import check_run_config, evaluate_on_schedule
 
 #: the methods a ``skills`` protocol can name (``baselines.skills.registry.TRAINERS``)
 SKILL_METHODS = ("diayn", "dads", "metra", "rnd", "random")
@@ -169,7 +170,6 @@ def train_skill_run(algorithm: str, environment_id: str, settings: dict[str, Any
     """Train ``algorithm`` on ``environment_id`` to ``config.steps`` episodes with an evaluation every
     ``config.eval_every``; resumes from ``out``; returns the summary (``summary.json``). ``config`` is
     an ``offbench.train.TrainConfig`` read as the module docstring says."""
-    from offbench.cpu import torch_threads
     from offbench.train import TrainingInterrupted
 
     if algorithm not in SKILL_METHODS:
@@ -188,10 +188,7 @@ def train_skill_run(algorithm: str, environment_id: str, settings: dict[str, Any
                 "settings": settings,
                 "train": {k: getattr(config, k) for k in ("steps", "eval_every", "eval_episodes",
                                                           "final_eval_episodes", "seed", "threads")}}
-    config_path = out / "config.json"
-    if config_path.exists() and json.loads(config_path.read_text()) != json.loads(json.dumps(resolved)):
-        raise OffbenchError(f"{out} holds a skills run with other settings; use another --out or the same settings")
-    write_atomic(config_path, json.dumps(resolved, indent=2))
+    check_run_config(out, resolved, "skills")
 
     def stop(row):
         if on_step:
@@ -199,29 +196,22 @@ def train_skill_run(algorithm: str, environment_id: str, settings: dict[str, Any
         if should_stop is not None and should_stop():
             raise _Stop(row["iteration"])
 
-    path = out / "evaluations.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    schedule = sorted({*range(config.eval_every, config.steps + 1, config.eval_every), config.steps})
-    with torch_threads(config.threads):
-        for step in schedule:
-            if any(r["step"] == step for r in rows):
-                continue
-            try:
-                trainer.fit(step, out / "agent", on_iteration=stop, checkpoint_every=1)
-            except _Stop as stopped:
-                raise TrainingInterrupted(stopped.step, out) from None
-            n = config.final_eval_episodes if step == config.steps else config.eval_episodes
-            metrics, arrays = evaluate_skills(trainer, environment, n)
-            distances = metrics.pop("final_distances")
-            if step == config.steps:
-                _save_rollouts(out / "rollouts.npz", arrays, step)
-            rows.append({"step": step, "episodes": n, "seed": EVAL_SEED,
-                         "returns": [float(d) for d in distances], "return_mean": float(distances.mean()),
-                         "return_stderr": float(distances.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
-                         "normalized_score": float(metrics["coverage"]), **metrics})
-            write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-            if on_step:
-                on_step(step)
+    def train_to(step: int) -> None:
+        try:
+            trainer.fit(step, out / "agent", on_iteration=stop, checkpoint_every=1)
+        except _Stop as stopped:
+            raise TrainingInterrupted(stopped.step, out) from None
+
+    def evaluate(step: int, n: int) -> dict:
+        metrics, arrays = evaluate_skills(trainer, environment, n)
+        distances = metrics.pop("final_distances")
+        if step == config.steps:
+            _save_rollouts(out / "rollouts.npz", arrays, step)
+        return {"seed": EVAL_SEED, "returns": [float(d) for d in distances], "return_mean": float(distances.mean()),
+                "return_stderr": float(distances.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+                "normalized_score": float(metrics["coverage"]), **metrics}
+
+    rows = evaluate_on_schedule(out, config, train_to, evaluate, on_step)
     last = rows[-1]
     summary = {"final_step": last["step"], "headline": "last evaluation", "score_kind": "coverage (cells)",
                "score": last["coverage"], "episodes": last["episodes"],
