@@ -42,6 +42,7 @@ BUILTIN = {
     "awr": "baselines.awr:AWR",
     "awac": "baselines.awac:AWAC",
     "td3_bc": "baselines.td3_bc:TD3BC",
+    "td3": "baselines.td3:TD3",  # no behaviour term: ExORL's offline learner (issue 18)
     "cql": "baselines.cql:CQL",
     "iql": "baselines.iql:IQL",
     "dt": "baselines.dt:DecisionTransformer",

@@ -72,6 +72,26 @@ class PendulumSwingUpController:
         return np.array([np.clip(torque, -2.0, 2.0)], dtype=np.float32), 0.0
 
 
+class PointPlaneGoalController:
+    """The scripted expert of the point plane's goal tasks (``offbench/point-plane-goal-<name>-v0``):
+    each step moves as far as the action box allows straight towards the goal, ``clip(goal - s, -1, 1)``,
+    then stays on it. Measures those tasks' expert reference return without a trained agent."""
+
+    name = "point_plane_goal"
+    deterministic = True
+
+    def __init__(self, env: gym.Env):
+        reward = getattr(env.unwrapped, "goal_reward", None)
+        if reward is None:
+            raise OffbenchError(f"point_plane_goal needs a goal-reaching point plane (offbench/point-plane-goal-<name>-v0), "
+                                f"not {env.spec.id if env.spec else env}")
+        self.goal = np.asarray(reward.goal, np.float64)
+
+    def act(self, observation, rng=None):
+        step = np.clip(self.goal - np.asarray(observation, np.float64), -1.0, 1.0)
+        return step.astype(np.float32), 0.0
+
+
 class CheckpointPolicy:
     """A trained policy network loaded from ``NAME.safetensors`` with its sidecar ``NAME.json``.
 
@@ -172,6 +192,8 @@ def make_policy(spec: str | dict, env: gym.Env, *, seed: int = 0, root: Path | N
         return UniformRandomPolicy(env.action_space)
     if kind == "pendulum_swingup":
         return PendulumSwingUpController()
+    if kind == "point_plane_goal":
+        return PointPlaneGoalController(env)
     if kind in ("stitchgrid_routes", "stitchgrid_optimal"):
         from offbench.envs.gridworld import EpsilonGreedyPolicy, StitchGridRoutePolicy
 
@@ -182,4 +204,4 @@ def make_policy(spec: str | dict, env: gym.Env, *, seed: int = 0, root: Path | N
             raise OffbenchError(f"behaviour policy {kind!r} takes only 'epsilon'; got {sorted(params)}")
         return cls(env, **params)
     raise OffbenchError(f"unknown behaviour policy {kind!r} (known: uniform_random, pendulum_swingup, "
-                        "stitchgrid_routes, stitchgrid_optimal, checkpoint)")
+                        "point_plane_goal, stitchgrid_routes, stitchgrid_optimal, checkpoint)")

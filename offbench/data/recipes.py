@@ -17,6 +17,10 @@ Recipe kinds (the ``[recipe]`` table of a card):
 - ``explore``: reward-free data of a skill-discovery or exploration method trained first
   (``env_id``, ``method``, ``episodes``, ``run``, ``steps``, ``seed``, optional ``config``; see
   ``offbench.data.explore_generation``).
+- ``relabel``: ``source`` (a dataset id, built first if missing) and ``task`` (a task of
+  ``offbench.envs.tasks`` whose reward is recomputed from stored states): the source's
+  transitions with that task's rewards (``offbench.data.relabel.relabel_for_task``; ExORL's
+  reward relabelling of reward-free data). The card's ``env_id`` must be the task's.
 
 The file is staged beside the cache and moved into place only after it has been validated
 and, when the card records one, its content sha256 matches: a rebuild never replaces a good
@@ -198,9 +202,33 @@ def _build_explore(card: DatasetCard, path: Path, progress: bool) -> None:
     build_from_card(card, path, progress)
 
 
+def _build_relabel(card: DatasetCard, path: Path, progress: bool) -> None:
+    from offbench.data.relabel import relabel_for_task
+    from offbench.envs.tasks import get_task
+
+    r = card.recipe
+    for key in ("source", "task"):
+        if key not in r:
+            raise OffbenchError(f"{card.path}: relabel recipe lacks {key!r} (it needs source and task)")
+    task = get_task(r["task"])
+    if card.env_id != task.env_id:
+        raise OffbenchError(f"{card.path}: env_id {card.env_id!r} is not the env of task {task.name!r} "
+                            f"({task.env_id!r}); a relabelled dataset is evaluated in its task's env")
+    source = read_dataset(ensure_built(r["source"], progress=progress))
+    relabelled = relabel_for_task(source, task.name, dataset_id=card.id)
+    env = gym.make(task.env_id)
+    relabelled.metadata.env_id, relabelled.metadata.env_spec = task.env_id, _env_spec_json(env)
+    env.close()
+    relabelled.metadata.recipe = {**r, "reward": relabelled.metadata.recipe["reward"],
+                                  "source_recipe": source.metadata.recipe}
+    relabelled.metadata.description = card.description
+    relabelled.metadata.reference_scores = _reference(card)
+    relabelled.save(path)
+
+
 BUILDERS = {"rollout": _build_rollout, "mix": _build_mix, "replay": _build_replay,
             "ogbench_pointmaze": _build_ogbench_pointmaze, "meta_tasks": _build_meta_tasks,
-            "explore": _build_explore}
+            "explore": _build_explore, "relabel": _build_relabel}
 
 
 def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True,

@@ -25,12 +25,12 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
 # a test checks they agree). Slots are distinct within a suite's baselines, which share figures; the goal
 # suite's six reuse the first six colours, the skills suite's five the first four and grey for random actions.
 BUILTIN_SLOTS = {"bc": 0, "percent_bc": 1, "awr": 2, "awac": 3, "td3_bc": 4, "cql": 5, "iql": 6, "dt": 7,
-                 "mopo": 8, "combo": 9,
+                 "mopo": 8, "combo": 9, "td3": 10,
                  "gcbc": 0, "gcivl": 1, "gciql": 2, "qrl": 3, "crl": 4, "hiql": 5,
                  "context_iql": 10,
                  "diayn": 0, "dads": 1, "metra": 2, "rnd": 3, "random": 7}
 #: the baselines that appear in the same figures (one suite each)
-SUITE_GROUPS = (("bc", "percent_bc", "awr", "awac", "td3_bc", "cql", "iql", "dt", "mopo", "combo"),
+SUITE_GROUPS = (("bc", "percent_bc", "awr", "awac", "td3_bc", "cql", "iql", "dt", "mopo", "combo", "td3"),
                 ("gcbc", "gcivl", "gciql", "qrl", "crl", "hiql"), ("context_iql",),
                 ("diayn", "dads", "metra", "rnd", "random"))
 
