@@ -24,8 +24,8 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
 # offbench.algorithm.BUILTIN, in its order, then the skills suite's methods (offbench.skill_runs.SKILL_METHODS;
 # a test checks they agree). Slots are distinct within a suite's baselines, which share figures; the goal
 # suite's six reuse the first six colours, the skills suite's five the first four and grey for random actions.
-BUILTIN_SLOTS = {"bc": 0, "percent_bc": 1, "awr": 2, "awac": 3, "td3_bc": 4, "cql": 5, "iql": 6, "dt": 7,
-                 "mopo": 8, "combo": 9, "td3": 10,
+BUILTIN_SLOTS = {"bc": 0, "percent_bc": 1, "awr": 2, "awac": 3, "td3_bc": 4, "td3": 10, "cql": 5, "iql": 6, "dt": 7,
+                 "mopo": 8, "combo": 9,
                  "gcbc": 0, "gcivl": 1, "gciql": 2, "qrl": 3, "crl": 4, "hiql": 5,
                  "context_iql": 10,
                  "diayn": 0, "dads": 1, "metra": 2, "rnd": 3, "random": 7}
