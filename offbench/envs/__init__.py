@@ -11,6 +11,8 @@ Both truncate after 10 steps themselves (``horizon`` keyword; see ``offbench.env
   (``offbench.envs.point_plane``), and its goal-reaching variants
   ``offbench/point-plane-goal-<name>-v0`` (``<name>`` a key of ``point_plane.GOALS``: reward
   1 within distance 1 of the goal), the downstream tasks of the exploratory datasets.
+- ``offbench/PointPlaneSkills-v0``: a goal task whose action picks a skill of a trained DIAYN, DADS
+  or METRA agent, played for ``k`` steps (``offbench.envs.skill_options``; kwargs ``goal``, ``skills``, ``k``).
 - Meta-RL task families ``offbench/{BernoulliBandit,GridNavi,PointRobot,SparsePointRobot,SignGrid,
   HalfCheetahVel}-v0`` with exact references (``offbench.envs.meta``).
 """
@@ -33,6 +35,8 @@ for _name, _goal in POINT_PLANE_GOALS.items():  # its downstream goal-reaching t
     if point_plane_goal_env_id(_name) not in registry:
         register(id=point_plane_goal_env_id(_name), entry_point="offbench.envs.point_plane:PointPlaneEnv",
                  kwargs={"goal": _goal})
+if "offbench/PointPlaneSkills-v0" not in registry:  # skills as a high-level policy's actions
+    register(id="offbench/PointPlaneSkills-v0", entry_point="offbench.envs.skill_options:make_point_plane_skills_env")
 
 for _id, _kwargs in _ENVS.items():
     if _id not in registry:  # importing twice (reloads, tests) must not re-register
