@@ -332,3 +332,32 @@ def test_train_takes_a_pointmaze_dataset_and_resumes_exactly(navigate, tmp_path)
     for row in rows:  # scored on offbench/pointmaze-medium-v0: success is the return, 0..1, score 0..100
         assert "success_rate" in row and set(row["returns"]) <= {0.0, 1.0}
         assert row["normalized_score"] == 100 * row["success_rate"]
+
+
+# ---------------------------------------------------------------------- the reward-free maze of the skills suite
+def test_the_reward_free_maze_for_skill_discovery():
+    """``skills/pointmaze-medium-v0``: the observation is the position alone, the reward 0, nothing terminates
+    (not even at OGBench's goal), episodes are truncated after ``episode_length`` steps and start in task 1's
+    start cell; a step moves at most 0.2 per axis, as OGBench's point does."""
+    from offbench.envs.skill_environments import get_skill_environment
+
+    env = get_skill_environment("skills/pointmaze-medium-v0").make()
+    assert env.observation_space.shape == (2,) and env.action_space.shape == (2,)
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        assert np.all(np.abs(obs) <= 1.0)  # task 1 starts at the centre (0, 0) of cell (1, 1), jittered by U[-1, 1]
+    steps, rewards, previous = 0, [], obs
+    while True:
+        obs, reward, terminated, truncated, _ = env.step(np.array([1.0, 0.0], np.float32))
+        assert not terminated and np.all(np.abs(obs - previous) <= 0.2 + 1e-5)
+        previous, steps = obs, steps + 1
+        rewards.append(reward)
+        if truncated:
+            break
+    assert steps == 200 and set(rewards) == {0.0}
+    np.testing.assert_allclose(env.get_wrapper_attr("state"), obs, atol=1e-6)
+    short = gym.make("offbench/PointMazeRewardFree-v0", maze="medium", episode_length=3)
+    short.reset(seed=0)
+    assert [short.step(np.zeros(2, np.float32))[3] for _ in range(3)] == [False, False, True]
+    with pytest.raises(OffbenchError, match="episode_length must be >= 1"):
+        gym.make("offbench/PointMazeRewardFree-v0", episode_length=0)

@@ -274,6 +274,40 @@ def make_pointmaze_env(maze: str, *, task_id: int | None = None, terminate_at_go
     return PointMazeGoalEnv(inner, maze=maze, task_id=task_id)
 
 
+class RewardFreePointMaze(gym.Wrapper):
+    """PointMaze for skill discovery (issue 18; DADS's and METRA's maze experiments): the observation is the
+    float32 ``(x, y)`` position alone, the reward is 0, no episode is terminated, and each is truncated after
+    ``episode_length`` steps. Every episode starts in evaluation task 1's start cell (OGBench's jitter of
+    U[-1, 1] per axis), so skills are compared from one place; the goal OGBench draws is never shown."""
+
+    def __init__(self, env: PointMazeGoalEnv, episode_length: int = 200):
+        super().__init__(env)
+        if int(episode_length) < 1:
+            raise OffbenchError(f"RewardFreePointMaze: episode_length must be >= 1, got {episode_length}")
+        self.episode_length, self._t = int(episode_length), 0
+        self.observation_space = _BOX
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        ob, info = self.env.reset(seed=seed, options={**(options or {}), "task_id": 1})
+        self._t = 0
+        return ob["observation"], info
+
+    def step(self, action):
+        ob, _, _, _, info = self.env.step(action)
+        self._t += 1
+        return ob["observation"], 0.0, False, self._t >= self.episode_length, info
+
+    @property
+    def state(self) -> np.ndarray:
+        """The true (x, y) (``qpos``), float64: what an exploratory dataset would store as ``sim_state/state``."""
+        return np.asarray(self.env.position, np.float64)
+
+
+def make_reward_free_pointmaze(maze: str = "medium", episode_length: int = 200) -> RewardFreePointMaze:
+    """The registered ``offbench/PointMazeRewardFree-v0``: :class:`RewardFreePointMaze` of ``maze``."""
+    return RewardFreePointMaze(make_pointmaze_env(maze, terminate_at_goal=False), episode_length)
+
+
 def register_envs() -> None:
     """Register ``offbench/pointmaze-<maze>-v0`` for every maze (ogbench is imported only on make)."""
     from gymnasium.envs.registration import register, registry
@@ -282,6 +316,8 @@ def register_envs() -> None:
         if env_id(maze) not in registry:
             register(id=env_id(maze), entry_point="offbench.envs.pointmaze:make_pointmaze_env",
                      max_episode_steps=EVAL_MAX_EPISODE_STEPS, kwargs={"maze": maze})
+    if "offbench/PointMazeRewardFree-v0" not in registry:  # the skill-discovery suite's maze
+        register(id="offbench/PointMazeRewardFree-v0", entry_point="offbench.envs.pointmaze:make_reward_free_pointmaze")
 
 
 # ---------------------------------------------------------------------- geometry and the oracle

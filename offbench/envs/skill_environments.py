@@ -9,6 +9,8 @@ of and the trajectory figure draws):
 id                          environment                 x-y     what it is
 ==========================  ==========================  ======  ==============================================
 ``skills/point-plane-v0``   ``offbench/PointPlane-v0``  (0, 1)  reward-free plane [-10, 10]^2, 50-step episodes
+``skills/pointmaze-medium``  ``offbench/PointMaze``      (0, 1)  OGBench's PointMaze-medium, reward-free, 200-step
+``-v0``                      ``RewardFree-v0``                   episodes from one start (needs ``ogbench``)
 ==========================  ==========================  ======  ==============================================
 """
 from __future__ import annotations
@@ -40,6 +42,10 @@ SKILL_ENVIRONMENTS = {e.environment_id: e for e in (
     SkillEnvironment("skills/point-plane-v0", "offbench/PointPlane-v0",
                      "the reward-free point plane: positions in [-10, 10]^2, actions in [-1, 1]^2, 50-step episodes "
                      "from the origin", extent=10.0),
+    SkillEnvironment("skills/pointmaze-medium-v0", "offbench/PointMazeRewardFree-v0",
+                     "OGBench's PointMaze-medium without reward: positions in the maze's corridors (cells 4 wide, "
+                     "centres 0 to 24 in x and y), actions in [-1, 1]^2 moving at most 0.2 a step, 200-step episodes "
+                     "from the start cell of evaluation task 1", env_kwargs={"maze": "medium", "episode_length": 200}),
 )}
 
 
