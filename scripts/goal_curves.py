@@ -24,24 +24,17 @@ from pathlib import Path
 import numpy as np
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def run_dir(out: Path, tag: str, algo: str, dataset: str, seed: int) -> Path:
     return out / "runs" / tag / algo / dataset.replace("/", "__") / f"seed{seed}"
 
 
 def cmd_run(args) -> None:
     from baselines.goal import ALGORITHMS
+    from offbench.cli.common import parse_overrides
     from offbench.data import load_dataset
     from offbench.train import TrainConfig, train_run
 
-    settings = dict(kv.split("=", 1) for kv in args.set)
-    settings = {k: _value(v) for k, v in settings.items()}
+    settings = parse_overrides(args.set)  # key=value, values parsed as JSON where they can be
     for dataset_id in args.datasets:
         dataset = load_dataset(dataset_id)
         for algo in args.algos:

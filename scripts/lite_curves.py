@@ -42,18 +42,12 @@ import numpy as np
 TRAIN_KEYS = {"batch_size", "eval_episodes", "final_eval_episodes", "checkpoint_every", "log_every", "threads"}
 
 
-def parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def run_dir(out: Path, tag: str, algo: str, dataset: str, seed: int) -> Path:
     return out / "runs" / tag / algo / dataset.replace("/", "__") / f"seed{seed}"
 
 
 def cmd_run(args) -> None:
+    from offbench.cli.common import parse_overrides
     from dataclasses import replace
 
     from offbench.data import load_dataset
@@ -62,8 +56,7 @@ def cmd_run(args) -> None:
     from offbench.train import train_run
 
     protocol = load_protocol(args.protocol)
-    extra = dict(kv.split("=", 1) for kv in args.set)
-    extra = {k: parse_value(v) for k, v in extra.items()}
+    extra = parse_overrides(args.set)  # key=value, values parsed as JSON where they can be
     train_extra = {k: v for k, v in extra.items() if k in TRAIN_KEYS}
     settings_extra = {k: v for k, v in extra.items() if k not in TRAIN_KEYS}
     out = Path(args.out)
