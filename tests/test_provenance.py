@@ -50,6 +50,12 @@ def test_the_reason_names_differing_libraries_and_their_pins():
     same = provenance.mismatch_reason({"library_versions": here, "platform": "aarch64 Some CPU"}, dict(here))
     assert same.startswith("same library versions as the card") and "the card was built on aarch64 Some CPU" in same
     assert provenance.mismatch_reason({}, here) == "the card records no library versions to compare"
+    # a card built at another commit: the code between the two is named as a cause before the CPU
+    moved = provenance.mismatch_reason({"library_versions": here, "git_commit": "5d473a9ad1"}, dict(here), "4f89dda0c")
+    assert "the card was built at commit 5d473a9 and this checkout is 4f89dda" in moved
+    assert "`git log 5d473a9..4f89dda -- offbench baselines`" in moved and moved.endswith("every network's output")
+    assert "built at commit" not in provenance.mismatch_reason(
+        {"library_versions": here, "git_commit": "5d473a9ad1"}, dict(here), "5d473a9ad1")
 
 
 def test_notes_round_trip_beside_the_file(tmp_path):

@@ -55,8 +55,11 @@ def platform_description() -> str:
     return f"{platform.machine()} {cpu or 'unknown CPU'} (torch kernels: {capability})"
 
 
-def mismatch_reason(card_files: dict[str, Any], here_versions: dict[str, str]) -> str:
-    """Why a rebuild may differ from the card, and what would make it exact."""
+def mismatch_reason(card_files: dict[str, Any], here_versions: dict[str, str], here_commit: str | None = None) -> str:
+    """Why a rebuild may differ from the card, and what would make it exact. With the same libraries,
+    two causes remain: offbench's own code (the card's ``git_commit`` against ``here_commit``, this
+    checkout's; a change to a network's float order changes a retrained behaviour policy's bits) and
+    the CPU's floating-point kernels."""
     recorded = card_files.get("library_versions") or {}
     if not recorded:
         return "the card records no library versions to compare"
@@ -69,8 +72,14 @@ def mismatch_reason(card_files: dict[str, Any], here_versions: dict[str, str]) -
     built_on = card_files.get("platform")
     here = platform_description()
     where = f"the card was built on {built_on}, this is {here}" if built_on else f"this machine is {here}"
+    card_commit = card_files.get("git_commit")
+    code = ""
+    if card_commit and here_commit and card_commit != here_commit:
+        code = (f"the card was built at commit {card_commit[:7]} and this checkout is {here_commit[:7]}: a change to "
+                f"the training code between them (`git log {card_commit[:7]}..{here_commit[:7]} -- offbench baselines`) "
+                "changes a retrained network's last bits; or ")
     return (f"same library versions as the card ({', '.join(f'{k} {v}' for k, v in sorted(recorded.items()))}); "
-            f"{where}, and the CPU's floating-point kernels (MKL) change the last bits of every network's output")
+            f"{code}{where}, and the CPU's floating-point kernels (MKL) change the last bits of every network's output")
 
 
 def statistics_agree(card, returns: np.ndarray, steps: int) -> tuple[bool, str]:

@@ -257,7 +257,9 @@ def build_dataset(dataset_id: str, *, force: bool = False, progress: bool = True
         exact = not card.content_sha256 or digest == card.content_sha256
         noted = False
         if not exact and not allow_mismatch:
-            reason = provenance.mismatch_reason(card.files, library_versions())
+            from offbench.online import git_commit
+
+            reason = provenance.mismatch_reason(card.files, library_versions(), git_commit())
             differs = (f"rebuilt {card.id} has content sha256 {digest[:16]}…, but its card ({card.path}) records "
                        f"{card.content_sha256[:16]}…: {reason}.")
             if strict:
