@@ -101,9 +101,11 @@ def evaluate_skills(trainer, environment: SkillEnvironment, rollouts: int, seed:
         skills = space.evaluation_skills(rollouts, seed)
     observations = trainer.skill_rollouts(1, seed, skills=skills)["positions"].astype(np.float32)
     distances = np.linalg.norm(observations[:, -1, xy] - observations[:, 0, xy], axis=-1).astype(np.float64)
-    metrics: dict[str, Any] = {"coverage": coverage(observations[..., xy]), "final_distance": float(distances.mean()),
-                               "final_distances": distances}
-    arrays = {"xy": np.asarray(xy, np.int64), "coverage_observations": observations,
+    dims, cell = list(environment.coverage_coordinates), float(environment.coverage_cell)
+    metrics: dict[str, Any] = {"coverage": coverage(observations[..., dims], cell),
+                               "final_distance": float(distances.mean()), "final_distances": distances}
+    arrays = {"xy": np.asarray(xy, np.int64), "coverage_dims": np.asarray(dims, np.int64),
+              "coverage_cell": np.asarray(cell, np.float64), "coverage_observations": observations,
               "coverage_skills": space.vectors(skills) if not space.categorical else skills.astype(np.int64)}
     if space.prior != "none":
         evaluation_skills = space.spread(trainer.config.eval_skills, seed + 1)
@@ -135,8 +137,10 @@ def metrics_from_rollouts(path: str | Path, seed: int = EVAL_SEED) -> dict[str, 
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     xy = list(arrays["xy"])
+    dims = list(arrays["coverage_dims"]) if "coverage_dims" in arrays else xy  # files written before: x-y cells
+    cell = float(arrays["coverage_cell"]) if "coverage_cell" in arrays else 1.0
     observations = arrays["coverage_observations"]
-    out = {"coverage": coverage(observations[..., xy]),
+    out = {"coverage": coverage(observations[..., dims], cell),
            "final_distance": float(np.linalg.norm(observations[:, -1, xy] - observations[:, 0, xy], axis=-1)
                                    .astype(np.float64).mean())}
     if "classifier_observations" in arrays:

@@ -131,6 +131,32 @@ def test_evaluation_rollouts_play_the_skills_the_docstring_names(tmp_path):
     assert arrays["classifier_skills"].shape == (2, 2) and metrics["classifier_chance"] == 0.5
 
 
+def test_halfcheetah_coverage_counts_velocity_bins(tmp_path):
+    """On ``skills/halfcheetah-v0`` coverage counts distinct 1 m/s bins of the x velocity (observation index
+    9, the x position kept at index 0), the final distance uses (x, z), and the saved rollouts recompute both."""
+    from offbench.envs.skill_environments import get_skill_environment
+    from offbench.skill_runs import evaluate_skills, method_config, metrics_from_rollouts
+
+    environment = get_skill_environment("skills/halfcheetah-v0")
+    assert environment.coverage_coordinates == (9,) and environment.xy == (0, 1)
+    cls, config = method_config("diayn", {**SMALL, "skills": 2})
+    metrics, arrays = evaluate_skills(cls(environment.make, config), environment, 4)
+    observations = arrays["coverage_observations"]
+    assert observations.shape == (4, 201, 18)  # 200-step episodes, the x position in the observation
+    assert metrics["coverage"] == len(np.unique(np.floor(observations[..., 9]).astype(int)))
+    x_z = observations[..., [0, 1]]
+    assert metrics["final_distance"] == pytest.approx(
+        float(np.linalg.norm(x_z[:, -1] - x_z[:, 0], axis=-1).astype(np.float64).mean()))
+    np.savez(tmp_path / "rollouts.npz", **arrays)
+    again = metrics_from_rollouts(tmp_path / "rollouts.npz")
+    assert again["coverage"] == metrics["coverage"] and again["final_distance"] == pytest.approx(metrics["final_distance"])
+    # files written before the coverage coordinates were saved count x-y cells
+    old = {k: v for k, v in arrays.items() if k not in ("coverage_dims", "coverage_cell")}
+    np.savez(tmp_path / "old.npz", **old)
+    assert metrics_from_rollouts(tmp_path / "old.npz")["coverage"] == len(
+        np.unique(np.floor(x_z.reshape(-1, 2)).astype(int), axis=0))
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda run, c: run("diayn", "skills/point-plain-v0", {}, c(), "x"),
      r"unknown skill environment 'skills/point-plain-v0' \(did you mean skills/point-plane-v0"),

@@ -11,6 +11,8 @@ id                          environment                 x-y     what it is
 ``skills/point-plane-v0``   ``offbench/PointPlane-v0``  (0, 1)  reward-free plane [-10, 10]^2, 50-step episodes
 ``skills/pointmaze-medium``  ``offbench/PointMaze``      (0, 1)  OGBench's PointMaze-medium, reward-free, 200-step
 ``-v0``                      ``RewardFree-v0``                   episodes from one start (needs ``ogbench``)
+``skills/halfcheetah-v0``    ``HalfCheetah-v5``          (0, 1)  x and z; coverage counts 1 m/s bins of the x
+                                                                 velocity (index 9); 200-step episodes
 ==========================  ==========================  ======  ==============================================
 """
 from __future__ import annotations
@@ -27,8 +29,14 @@ class SkillEnvironment:
     env_id: str  # the Gymnasium id
     description: str
     env_kwargs: dict = field(default_factory=dict)
-    xy: tuple[int, int] = (0, 1)  # the observation's x-y coordinates
+    xy: tuple[int, int] = (0, 1)  # the observation's x-y coordinates (final distance, trajectory figures)
     extent: float | None = None  # positions lie in [-extent, extent]^2 (figures), None if unbounded
+    coverage_dims: tuple[int, ...] | None = None  # the coordinates coverage counts cells of (None: ``xy``)
+    coverage_cell: float = 1.0  # the cells' width in those coordinates
+
+    @property
+    def coverage_coordinates(self) -> tuple[int, ...]:
+        return tuple(self.coverage_dims) if self.coverage_dims is not None else tuple(self.xy)
 
     def make(self):
         import gymnasium as gym
@@ -46,6 +54,13 @@ SKILL_ENVIRONMENTS = {e.environment_id: e for e in (
                      "OGBench's PointMaze-medium without reward: positions in the maze's corridors (cells 4 wide, "
                      "centres 0 to 24 in x and y), actions in [-1, 1]^2 moving at most 0.2 a step, 200-step episodes "
                      "from the start cell of evaluation task 1", env_kwargs={"maze": "medium", "episode_length": 200}),
+    SkillEnvironment("skills/halfcheetah-v0", "HalfCheetah-v5",
+                     "Gymnasium's HalfCheetah-v5 with the x position kept in the observation (index 0; the z height "
+                     "is 1, the x velocity 9), 200-step episodes; the skill methods ignore its reward. Coverage counts "
+                     "distinct 1 m/s bins of the x velocity (the issue's measure for a runner); the final distance "
+                     "and the figures use (x, z)",
+                     env_kwargs={"exclude_current_positions_from_observation": False, "max_episode_steps": 200},
+                     xy=(0, 1), coverage_dims=(9,), coverage_cell=1.0),
 )}
 
 

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 #: what the skills suite's headline score is
 SKILL_UNIT = "coverage (cells)"
-SKILL_SCORE = ("Coverage: the number of distinct 1 x 1 cells of the x-y plane that the evaluation's rollouts visit "
+SKILL_SCORE = ("Coverage: the number of distinct 1 x 1 cells of the x-y plane (on HalfCheetah: 1 m/s bins of the "
+               "x velocity) that the evaluation's rollouts visit "
                "(start included; METRA's state coverage), measured by code the agent never trains "
                "(offbench/evaluation/skills.py) on a fixed, seeded number of stochastic rollouts: rollout r plays "
                "categorical skill r mod K, or the r-th of as many skills drawn from a continuous prior. Higher is "

@@ -26,9 +26,11 @@ SMOOTHING = 0.05  # weight of the uniform distribution in the bound's q (module 
 
 
 def coverage(positions: np.ndarray, cell: float = 1.0) -> int:
-    """Distinct ``cell`` x ``cell`` cells of the x-y plane among ``positions`` [..., 2]."""
-    xy = np.asarray(positions, np.float64).reshape(-1, 2)
-    return int(len(np.unique(np.floor(xy / cell).astype(np.int64), axis=0)))
+    """Distinct cells of width ``cell`` among ``positions`` [..., d]: 1 x 1 cells of the x-y plane for
+    d = 2 (METRA's measure), bins of one coordinate for d = 1 (HalfCheetah's x velocity)."""
+    points = np.asarray(positions, np.float64)
+    points = points.reshape(-1, points.shape[-1])
+    return int(len(np.unique(np.floor(points / cell).astype(np.int64), axis=0)))
 
 
 def independent_classifier(states: np.ndarray, skills: np.ndarray, rollouts: np.ndarray, seed: int = 0) -> dict:
