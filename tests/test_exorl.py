@@ -127,3 +127,31 @@ def test_the_shipped_exorl_cards(monkeypatch):
                 assert card.recipe == {"kind": "relabel", "source": f"explore/point-plane/{name}-v0", "task": task}
             if card.size:  # built and recorded
                 assert card.size["steps"] == 100_000 and len(card.content_sha256) == 64
+
+
+# ---------------------------------------------------------------- end to end from the command line
+def test_the_explore_smoke_protocol_end_to_end(tmp_path, monkeypatch):
+    """`offbench reproduce explore --protocol smoke` from an empty home: it builds the reward-free random
+    dataset, relabels it for the bottom goal, trains the four learners and reports them; every evaluation
+    is scored with the card's reference returns (0.01 random, 43 expert) and the goal environment."""
+    import json
+
+    import pandas as pd
+
+    from offbench.cli import main
+
+    monkeypatch.setenv("OFFBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("OFFBENCH_CATALOGUE", raising=False)
+    out = tmp_path / "explore"
+    assert main(["reproduce", "explore", "--protocol", "smoke", "--workers", "1", "--quiet", "--out", str(out)]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(set(results.algorithm)) == ["cql", "iql", "td3", "td3_bc"]
+    assert set(results.dataset) == {"explore/point-plane-goal-bottom/random-v0"}
+    assert set(results.env_id) == {goal_env_id("bottom")}
+    for _, row in results.iterrows():
+        returns = np.array(json.loads(row.returns))
+        assert np.all((returns >= 0) & (returns <= 50))  # steps spent within 1 of the goal, of 50
+        assert row.normalized_score == pytest.approx(100 * (returns.mean() - 0.01) / (43.0 - 0.01))
+    assert (tmp_path / "home" / "datasets" / "explore" / "point-plane-goal-bottom" / "random-v0.hdf5").is_file()
+    table = (out / "report" / "table.md").read_text()
+    assert "| explore/point-plane-goal-bottom/random-v0 |" in table and "td3_bc" in table
