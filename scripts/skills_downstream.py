@@ -81,7 +81,7 @@ def main() -> None:
     for goal in args.goals:
         for method in methods:
             for seed in range(args.seeds):
-                out = args.out / goal / method / f"seed{seed}"
+                out = args.out / goal / (method if method == "flat" else f"{method}-k{args.k}") / f"seed{seed}"
                 run = OnlineRun(run_config(goal, method, seed, args.env_steps, args.k), out)
                 run.train(progress=False)
                 for point in run.curve:
