@@ -21,24 +21,21 @@ import json
 from datetime import date
 from pathlib import Path
 
-import gymnasium as gym
-
 import offbench.envs  # noqa: F401  (registers the environments)
-from offbench.behaviour import make_policy
+from measure_reference_scores import measure_references  # scripts/, beside this one
 from offbench.data.catalogue import DatasetCard, catalogue_dir, get_card
-from offbench.data.collect import measure_returns
 from offbench.envs.point_plane import GOALS, goal_env_id
 
 METHODS = ("diayn", "dads", "metra", "rnd", "random")
 
 
-def reference_scores(env_id: str, episodes: int = 100, seed: int = 0) -> dict:
-    env = gym.make(env_id)
+def reference_scores(env_id: str, episodes: int = 100) -> dict:
+    """A card's ``reference_scores``: uniform random actions and the straight-line controller."""
+    measured = measure_references(env_id, "uniform_random", "point_plane_goal", episodes)
     out = {}
-    for role, name, s in (("random", "uniform_random", seed), ("expert", "point_plane_goal", seed + 1_000_000)):
-        out[role] = round(float(measure_returns(env, make_policy(name, env), episodes=episodes, seed=s).mean()), 6)
-        out[f"{role}_policy"] = f"{name}, {episodes} episodes, seed {s}"
-    env.close()
+    for role in ("random", "expert"):
+        out[role] = measured[role]["mean"]
+        out[f"{role}_policy"] = f"{measured[role]['policy']}, {episodes} episodes, seed {measured[role]['seed']}"
     return out
 
 

@@ -16,6 +16,19 @@ from offbench.behaviour import make_policy
 from offbench.data.collect import measure_returns
 
 
+def measure_references(env_id: str, random: str, expert: str, episodes: int = 100, seed: int = 0) -> dict:
+    """``{"random": {...}, "expert": {...}}``: each policy's mean and std undiscounted return over
+    ``episodes`` episodes (random: ``seed``, expert: ``seed + 1_000_000``)."""
+    env = gym.make(env_id)
+    out = {}
+    for role, name, s in (("random", random, seed), ("expert", expert, seed + 1_000_000)):
+        returns = measure_returns(env, make_policy(name, env), episodes=episodes, seed=s)
+        out[role] = {"policy": name, "mean": round(float(returns.mean()), 6), "std": round(float(returns.std()), 6),
+                     "seed": s}
+    env.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("env_id")
@@ -24,12 +37,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    env = gym.make(args.env_id)
-    out = {"env_id": args.env_id, "episodes": args.episodes}
-    for role, name, seed in (("random", args.random, args.seed), ("expert", args.expert, args.seed + 1_000_000)):
-        returns = measure_returns(env, make_policy(name, env), episodes=args.episodes, seed=seed)
-        out[role] = {"policy": name, "mean": round(float(returns.mean()), 6),
-                     "std": round(float(returns.std()), 6), "seed": seed}
+    out = {"env_id": args.env_id, "episodes": args.episodes,
+           **measure_references(args.env_id, args.random, args.expert, args.episodes, args.seed)}
     print(json.dumps(out))
 
 

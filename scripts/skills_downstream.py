@@ -55,13 +55,8 @@ def env_steps_of(step: int, method: str, k: int) -> int:
     return episodes * EPISODE + rest * k
 
 
-def slope(xs: list[float], ys: list[float]) -> float:
-    """Least-squares slope, points per 1,000 environment steps."""
-    x = np.asarray(xs, float) / 1000.0
-    return float(np.polyfit(x, np.asarray(ys, float), 1)[0]) if len(xs) > 1 else float("nan")
-
-
 def main() -> None:
+    from offbench.evaluation.settling import ols_slope
     from offbench.online import OnlineRun
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -99,7 +94,7 @@ def main() -> None:
                 curve = sorted((r["env_steps"], r["return"]) for r in rows
                                if (r["goal"], r["method"], r["seed"]) == (goal, method, seed))
                 per_seed.append(np.mean([ret for _, ret in curve[-2:]]))
-                slopes.append(slope([s for s, _ in curve[-4:]], [ret for _, ret in curve[-4:]]))
+                slopes.append(1000.0 * ols_slope([s for s, _ in curve[-4:]], [ret for _, ret in curve[-4:]]))
                 reached += any(ret > 0 for _, ret in curve)
             mean, se = float(np.mean(per_seed)), float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed)))
             label = "flat SAC" if method == "flat" else f"SAC over {method.upper()} skills (k = {args.k})"
