@@ -89,8 +89,6 @@ def check_evaluation(trainer, rollouts: int, field: str = "eval_episodes") -> No
 def evaluate_skills(trainer, environment: SkillEnvironment, rollouts: int, seed: int = EVAL_SEED
                     ) -> tuple[dict, dict[str, np.ndarray]]:
     """The metrics of one evaluation (module docstring) and the arrays they come from."""
-    from offbench.evaluation.skills import coverage
-
     check_evaluation(trainer, rollouts)
     space, xy = trainer.skill_space, list(environment.xy)
     if space.categorical:
@@ -100,10 +98,8 @@ def evaluate_skills(trainer, environment: SkillEnvironment, rollouts: int, seed:
     else:
         skills = space.evaluation_skills(rollouts, seed)
     observations = trainer.skill_rollouts(1, seed, skills=skills)["positions"].astype(np.float32)
-    distances = np.linalg.norm(observations[:, -1, xy] - observations[:, 0, xy], axis=-1).astype(np.float64)
     dims, cell = list(environment.coverage_coordinates), float(environment.coverage_cell)
-    metrics: dict[str, Any] = {"coverage": coverage(observations[..., dims], cell),
-                               "final_distance": float(distances.mean()), "final_distances": distances}
+    metrics: dict[str, Any] = coverage_metrics(observations, xy, dims, cell)
     arrays = {"xy": np.asarray(xy, np.int64), "coverage_dims": np.asarray(dims, np.int64),
               "coverage_cell": np.asarray(cell, np.float64), "coverage_observations": observations,
               "coverage_skills": space.vectors(skills) if not space.categorical else skills.astype(np.int64)}
@@ -115,6 +111,16 @@ def evaluate_skills(trainer, environment: SkillEnvironment, rollouts: int, seed:
         arrays.update({"classifier_observations": states, "classifier_labels": labels.astype(np.int64),
                        "classifier_skills": space.vectors(evaluation_skills)})
     return metrics, arrays
+
+
+def coverage_metrics(observations: np.ndarray, xy: list[int], dims: list[int], cell: float) -> dict[str, Any]:
+    """Coverage (distinct cells of width ``cell`` in coordinates ``dims``) of rollouts ``observations``
+    [R, T + 1, d], and the x-y distance from each rollout's start to its end (``final_distances``) and its mean."""
+    from offbench.evaluation.skills import coverage
+
+    distances = np.linalg.norm(observations[:, -1, xy] - observations[:, 0, xy], axis=-1).astype(np.float64)
+    return {"coverage": coverage(observations[..., dims], cell), "final_distance": float(distances.mean()),
+            "final_distances": distances}
 
 
 def classifier_metrics(observations: np.ndarray, labels: np.ndarray, seed: int = EVAL_SEED) -> dict[str, float]:
@@ -132,17 +138,14 @@ def classifier_metrics(observations: np.ndarray, labels: np.ndarray, seed: int =
 def metrics_from_rollouts(path: str | Path, seed: int = EVAL_SEED) -> dict[str, float]:
     """Recompute an evaluation's metrics from its saved ``rollouts.npz`` (what the report and the
     tests check results.csv against)."""
-    from offbench.evaluation.skills import coverage
-
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     xy = list(arrays["xy"])
     dims = list(arrays["coverage_dims"]) if "coverage_dims" in arrays else xy  # files written before: x-y cells
     cell = float(arrays["coverage_cell"]) if "coverage_cell" in arrays else 1.0
     observations = arrays["coverage_observations"]
-    out = {"coverage": coverage(observations[..., dims], cell),
-           "final_distance": float(np.linalg.norm(observations[:, -1, xy] - observations[:, 0, xy], axis=-1)
-                                   .astype(np.float64).mean())}
+    out = coverage_metrics(observations, xy, dims, cell)
+    out.pop("final_distances")
     if "classifier_observations" in arrays:
         out.update(classifier_metrics(arrays["classifier_observations"], arrays["classifier_labels"], seed))
     return out
