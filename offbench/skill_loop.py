@@ -299,7 +299,7 @@ class SkillTrainer:
             "observations": torch.as_tensor(self.augment(batch["obs"].numpy(), skills)),
             "next_observations": torch.as_tensor(self.augment(batch["next_obs"].numpy(), skills)),
             "actions": batch["actions"], "rewards": reward, "terminations": batch["terminations"]})
-        return {**stats, "critic_loss": sac_stats["critic_loss"]}
+        return {**stats, "critic_loss": float(sac_stats["critic_loss"])}
 
     # ---------------------------------------------------------------- playing skills
     @torch.no_grad()

@@ -99,6 +99,40 @@ def measure_offbench_sac(env_id: str, warmup: int, steps: int, kind: str) -> flo
     return steps / (marks[total] - marks[warmup])
 
 
+def measure_sac_matmul_floor(env_id: str, kind: str) -> float:
+    """Milliseconds per SAC update spent in its matrix products alone: every matmul one update
+    runs (forward and backward), captured with its shapes and memory layouts and replayed back to
+    back on preallocated inputs (``bench_train``'s same-shape peak), best of 5 one-second windows.
+    No update with these networks and this batch can take less on this CPU and thread count."""
+    import gymnasium as gym
+    import torch
+    from bench_train import CaptureMatmuls, replay
+
+    from offbench.online import make_agent
+
+    torch.set_num_threads(1)
+    env = gym.make(env_id)
+    agent, _ = make_agent("sac", env.observation_space, env.action_space, {}, 0)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    g = torch.Generator().manual_seed(0)
+    batch = {"observations": torch.randn(256, obs_dim, generator=g), "next_observations": torch.randn(256, obs_dim, generator=g),
+             "actions": torch.rand(256, act_dim, generator=g) * 2 - 1, "rewards": torch.randn(256, generator=g),
+             "terminations": torch.zeros(256)}
+    for _ in range(3):
+        agent.update(batch)
+    with CaptureMatmuls() as capture:
+        agent.update(batch)
+    run = replay(capture.calls)
+    best = float("inf")
+    for _ in range(5):
+        n, start = 0, clock(kind)
+        while clock(kind) - start < 1.0:
+            run()
+            n += 1
+        best = min(best, (clock(kind) - start) / n)
+    return best * 1e3
+
+
 def measure_sb3_sac(env_id: str, warmup: int, steps: int, kind: str) -> float:
     import torch
     from stable_baselines3 import SAC
@@ -120,7 +154,7 @@ def measure_sb3_sac(env_id: str, warmup: int, steps: int, kind: str) -> float:
     return steps / (marks[total] - marks[warmup])
 
 
-def measure_offbench_ppo(env_id: str, steps: int, kind: str) -> float:
+def measure_offbench_ppo(env_id: str, steps: int, kind: str) -> dict:
     import gymnasium as gym
 
     import offbench.envs.meta  # noqa: F401
@@ -128,12 +162,24 @@ def measure_offbench_ppo(env_id: str, steps: int, kind: str) -> float:
 
     config = PPOConfig(**PPO_SETTINGS, threads=1)
     agent = make_ppo(lambda: gym.make(env_id), config, seed=0)
+    spent = {"collect": 0.0, "update": 0.0}
+    for name in spent:  # time the rollouts and the updates apart
+        method = getattr(agent, name)
+
+        def timed(*a, _method=method, _name=name, **kw):
+            begin = clock(kind)
+            try:
+                return _method(*a, **kw)
+            finally:
+                spent[_name] += clock(kind) - begin
+        setattr(agent, name, timed)
     start = clock(kind)
     agent.train_envs(lambda: gym.make(env_id), steps)
-    return steps / (clock(kind) - start)
+    total = clock(kind) - start
+    return {"rate": steps / total, "rollout_share": spent["collect"] / total, "update_share": spent["update"] / total}
 
 
-def measure_sb3_ppo(env_id: str, steps: int, kind: str) -> float:
+def measure_sb3_ppo(env_id: str, steps: int, kind: str) -> dict:
     import gymnasium as gym
     import torch
     from stable_baselines3 import PPO
@@ -149,17 +195,33 @@ def measure_sb3_ppo(env_id: str, steps: int, kind: str) -> float:
                 clip_range=s["clip_coef"], ent_coef=s["entropy_coef"], vf_coef=s["value_coef"],
                 max_grad_norm=s["max_grad_norm"], policy_kwargs={"net_arch": list(s["hidden"]), "activation_fn": torch.nn.Tanh},
                 seed=0, device="cpu")
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    rollout = {"spent": 0.0, "begin": 0.0}
+
+    class RolloutClock(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            rollout["begin"] = clock(kind)
+
+        def _on_rollout_end(self) -> None:
+            rollout["spent"] += clock(kind) - rollout["begin"]
+
+        def _on_step(self) -> bool:
+            return True
+
     start = clock(kind)
-    model.learn(steps)
-    return steps / (clock(kind) - start)
+    model.learn(steps, callback=RolloutClock())
+    total = clock(kind) - start
+    return {"rate": steps / total, "rollout_share": rollout["spent"] / total, "update_share": 1 - rollout["spent"] / total}
 
 
 MEASURES = {"simulator": measure_simulator, "offbench_sac": measure_offbench_sac, "sb3_sac": measure_sb3_sac,
+            "sac_matmul_floor": measure_sac_matmul_floor,
             "offbench_ppo": measure_offbench_ppo, "sb3_ppo": measure_sb3_ppo}
 
 
-def run_one(what: str, args: list, kind: str, sb3: str | None) -> float:
-    """``what`` in a fresh process (SB3 with its folder on PYTHONPATH); its steps/s."""
+def run_one(what: str, args: list, kind: str, sb3: str | None):
+    """``what`` in a fresh process (SB3 with its folder on PYTHONPATH); what it returns (JSON)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     paths = [str(REPO)] + ([sb3] if what.startswith("sb3") and sb3 else [])
     env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -168,7 +230,7 @@ def run_one(what: str, args: list, kind: str, sb3: str | None) -> float:
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
         raise RuntimeError(f"{what} {args} failed:\n{result.stderr[-3000:]}")
-    return float(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ppo_steps = 8 * 128 * (8 if args.quick else 40)
     print(json.dumps({**machine(), "clock": args.clock, "sb3": bool(args.sb3), "quick": args.quick}), flush=True)
 
-    def emit(figure: str, env_id: str, offbench: float, sb3: float | None, simulator: float, target: float) -> None:
+    def emit(figure: str, env_id: str, offbench: float, sb3: float | None, simulator: float, target: float,
+             **extra) -> None:
         ratio = None if sb3 is None else offbench / sb3
         print(json.dumps({"figure": figure, "env": env_id, "offbench_steps_per_s": round(offbench, 1),
                           "sb3_steps_per_s": None if sb3 is None else round(sb3, 1),
@@ -191,20 +254,32 @@ def main(argv: list[str] | None = None) -> int:
                           "fraction_of_simulator": round(offbench / simulator, 4),
                           "sb3_fraction_of_simulator": None if sb3 is None else round(sb3 / simulator, 4),
                           "target_ratio": target, "meets_target": None if ratio is None else ratio >= target,
-                          "load_average_1min": round(os.getloadavg()[0], 2)}), flush=True)
+                          **extra, "load_average_1min": round(os.getloadavg()[0], 2)}), flush=True)
 
     if args.only in (None, "sac"):
         for env_id in SAC_ENVS:
             simulator = run_one("simulator", [env_id, 20000], args.clock, args.sb3)
             ours = run_one("offbench_sac", [env_id, sac_warmup, sac_steps], args.clock, args.sb3)
             theirs = run_one("sb3_sac", [env_id, sac_warmup, sac_steps], args.clock, args.sb3) if args.sb3 else None
-            emit("sac_env_steps_per_s_with_updates", env_id, ours, theirs, simulator, 2.0)
+            floor_ms = run_one("sac_matmul_floor", [env_id], args.clock, args.sb3)
+            # the ratio offbench would reach if each of its steps cost only its update's matmuls
+            ceiling = None if theirs is None else round(1000.0 / theirs / floor_ms, 2)
+            emit("sac_env_steps_per_s_with_updates", env_id, ours, theirs, simulator, 2.0,
+                 update_matmul_floor_ms=round(floor_ms, 3), offbench_step_ms=round(1000.0 / ours, 3),
+                 matmul_fraction_of_step=round(floor_ms * ours / 1000.0, 3), ratio_to_sb3_ceiling=ceiling)
     if args.only in (None, "ppo"):
         for env_id in PPO_ENVS:
             simulator = run_one("simulator", [env_id, 20000], args.clock, args.sb3)
             ours = run_one("offbench_ppo", [env_id, ppo_steps], args.clock, args.sb3)
             theirs = run_one("sb3_ppo", [env_id, ppo_steps], args.clock, args.sb3) if args.sb3 else None
-            emit("ppo_env_steps_per_s", env_id, ours, theirs, simulator, 2.0)
+            # where each library's time went: rollouts (acting and the environments) and updates
+            split = {"offbench_rollout_ms_per_1k_steps": round(1e6 * ours["rollout_share"] / ours["rate"], 1),
+                     "offbench_update_ms_per_1k_steps": round(1e6 * ours["update_share"] / ours["rate"], 1)}
+            if theirs is not None:
+                split.update(sb3_rollout_ms_per_1k_steps=round(1e6 * theirs["rollout_share"] / theirs["rate"], 1),
+                             sb3_update_ms_per_1k_steps=round(1e6 * theirs["update_share"] / theirs["rate"], 1))
+            emit("ppo_env_steps_per_s", env_id, ours["rate"], None if theirs is None else theirs["rate"], simulator,
+                 2.0, **split)
     return 0
 
 

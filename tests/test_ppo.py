@@ -132,3 +132,77 @@ def test_recurrent_ppo_learns_to_remember_which_arm_pays():
     agent.train_envs(fn, 40 * 8 * 40)
     returns = agent.evaluate(fn, 200, seed=100, deterministic=False)
     assert returns.mean() >= 7.0
+
+
+# ---------------------------------------------------------------------- the rollout's fast parts
+@pytest.mark.parametrize("discrete", [True, False])
+def test_policy_distribution_equals_torch_distributions_to_the_bit(discrete):
+    """PolicyDistribution's samples, log-probabilities, entropies and their gradients are
+    torch.distributions' own (Categorical; Normal summed over dimensions), bit for bit."""
+    from baselines.online.ppo import PolicyDistribution
+
+    g = torch.Generator().manual_seed(0)
+    params = torch.randn(64, 5 if discrete else 3, generator=g, requires_grad=True)
+    log_std = None if discrete else torch.randn(3, generator=g, requires_grad=True)
+    twin_params = params.detach().clone().requires_grad_(True)
+    twin_log_std = None if discrete else log_std.detach().clone().requires_grad_(True)
+    ours = PolicyDistribution(params, log_std)
+    theirs = (torch.distributions.Categorical(logits=twin_params) if discrete
+              else torch.distributions.Normal(twin_params, twin_log_std.exp().expand_as(twin_params)))
+    if discrete:
+        action = ours.sample(False, torch.Generator().manual_seed(5))
+        assert torch.equal(action, torch.multinomial(theirs.probs, 1, generator=torch.Generator().manual_seed(5)).squeeze(-1))
+        assert torch.equal(ours.sample(True, g), theirs.probs.argmax(-1))
+        their_lp, their_ent = theirs.log_prob(action), theirs.entropy()
+    else:
+        action = ours.sample(False, torch.Generator().manual_seed(5)).detach()
+        noise = torch.randn(action.shape, generator=torch.Generator().manual_seed(5))
+        assert torch.equal(action, (theirs.mean + theirs.stddev * noise).detach())
+        their_lp, their_ent = theirs.log_prob(action).sum(-1), theirs.entropy().sum(-1)
+    our_lp, our_ent = ours.log_prob(action), ours.entropy()
+    assert torch.equal(our_lp, their_lp) and torch.equal(our_ent, their_ent)
+    weights = torch.randn(64, generator=g)
+    (weights * our_lp - 0.01 * our_ent).sum().backward()
+    (weights * their_lp - 0.01 * their_ent).sum().backward()
+    assert torch.equal(params.grad, twin_params.grad)
+    if not discrete:
+        assert torch.equal(log_std.grad, twin_log_std.grad)
+
+
+@pytest.mark.parametrize("env_fn", [lambda: gym.make("offbench/PointRobot-v0"),
+                                    lambda: MetaTrial(GridNaviEnv(episode_length=4), episodes=2)])
+def test_serial_vector_env_steps_as_gymnasiums_same_step_vector_env(env_fn):
+    """SerialVectorEnv returns what gymnasium's SyncVectorEnv (same-step autoreset) returns: the
+    observations, rewards, end flags, final observations and numeric infos with their masks."""
+    from gymnasium.vector import AutoresetMode
+
+    import offbench.envs.meta  # noqa: F401
+    from offbench.envs.vector import SerialVectorEnv
+
+    ours = SerialVectorEnv([env_fn for _ in range(3)])
+    theirs = gym.vector.SyncVectorEnv([env_fn for _ in range(3)], autoreset_mode=AutoresetMode.SAME_STEP)
+    assert ours.single_action_space == theirs.single_action_space
+    obs, _ = ours.reset(seed=4)
+    twin, _ = theirs.reset(seed=4)
+    np.testing.assert_array_equal(obs, twin)
+    ours.action_space.seed(0)
+    ends = 0
+    for _ in range(30):
+        actions = ours.action_space.sample()
+        result, expected = ours.step(actions), theirs.step(actions)
+        for a, b in zip(result[:4], expected[:4]):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype
+        info, twin_info = result[4], expected[4]
+        if "final_obs" in twin_info:
+            ends += 1
+            np.testing.assert_array_equal(info["_final_obs"], twin_info["_final_obs"])
+            for i in np.flatnonzero(twin_info["_final_obs"]):
+                np.testing.assert_array_equal(info["final_obs"][i], twin_info["final_obs"][i])
+        for key in ("episode_done", "dense_reward"):
+            if key in twin_info:
+                np.testing.assert_array_equal(info[key], twin_info[key])
+                np.testing.assert_array_equal(info[f"_{key}"], twin_info[f"_{key}"])
+    assert ends > 0
+    ours.close()
+    theirs.close()

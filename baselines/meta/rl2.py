@@ -33,13 +33,13 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 
 from baselines.online.ppo import PPO, PPOConfig, TrainingLog
 from offbench.atomic import write_atomic
 from offbench.checkpoint import load_checkpoint, save_checkpoint
 from offbench.cpu import torch_threads
 from offbench.envs.meta import make_trial_env
+from offbench.envs.vector import SerialVectorEnv
 from offbench.errors import OffbenchError
 
 
@@ -106,7 +106,7 @@ def train(config: RL2Config, updates: int, out: str | Path, *, seed: int = 0,
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     rows = rows[:done]
     N = ppo.num_envs
-    envs = gym.vector.SyncVectorEnv([make_env_fn(config) for _ in range(N)], autoreset_mode=AutoresetMode.SAME_STEP)
+    envs = SerialVectorEnv([make_env_fn(config) for _ in range(N)])
     try:
         with torch_threads(ppo.threads):
             for u in range(done, min(updates, updates if stop_at is None else stop_at)):

@@ -9,8 +9,8 @@ previous reward and the previous episode-end flag, so RL² is PPO with ``recurre
 One update
 ----------
 1. Rollout: ``rollout_steps`` steps in each of ``num_envs`` environments (a
-   ``SyncVectorEnv`` in same-step autoreset mode), stored in :class:`RolloutStorage` with the
-   policy's log-probabilities and values, and for a recurrent policy its hidden state *before*
+   :class:`~offbench.envs.vector.SerialVectorEnv`, same-step autoreset), stored in
+   :class:`RolloutStorage` with the policy's log-probabilities and values, and for a recurrent policy its hidden state *before*
    every step (so any stretch of a sequence can be recomputed from the state it started in).
 2. Advantages by generalised advantage estimation (Schulman et al. 2016, "High-Dimensional
    Continuous Control Using Generalized Advantage Estimation", eq. 16; PPO eqs. 11-12)::
@@ -48,13 +48,13 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 from torch import nn
 from torch.nn import functional as F
 
 from offbench.cpu import torch_threads
+from offbench.envs.vector import SerialVectorEnv
 from offbench.errors import OffbenchError
-from offbench.nn import seed_everything
+from offbench.nn import ForeachAdam, seed_everything
 
 
 @dataclass
@@ -90,16 +90,21 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, last_value: torch.T
     ``values[t]`` is ``V(s_t)``; ``last_value`` is ``V`` of the observation after the last
     step; ``bootstrap[t]`` is ``V`` of the final observation where step ``t`` was truncated.
     """
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(last_value)
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        ended = terminated[t] | truncated[t]
-        following = last_value if t == rewards.shape[0] - 1 else values[t + 1]
-        next_value = torch.where(terminated[t], torch.zeros_like(following),
-                                 torch.where(truncated[t], bootstrap[t], following))
-        delta = rewards[t] + gamma * next_value - values[t]
-        running = delta + gamma * lam * (~ended).float() * running
-        advantages[t] = running
+    # The recursion runs in numpy on the tensors' memory: the same float32 operations, in the same
+    # order, as torch would run them, at a fraction of the per-operation cost (T steps of ~10 ops)
+    r, v, last, term, trunc, boot = (x.detach().cpu().numpy() for x in (rewards, values, last_value, terminated,
+                                                                       truncated, bootstrap))
+    adv = np.zeros_like(r)
+    running = np.zeros_like(last)
+    zero = np.zeros_like(last)
+    for t in range(r.shape[0] - 1, -1, -1):
+        ended = term[t] | trunc[t]
+        following = last if t == r.shape[0] - 1 else v[t + 1]
+        next_value = np.where(term[t], zero, np.where(trunc[t], boot[t], following))
+        delta = r[t] + gamma * next_value - v[t]
+        running = delta + gamma * lam * (~ended).astype(np.float32) * running
+        adv[t] = running
+    advantages = torch.from_numpy(adv).to(rewards.device)
     return advantages, advantages + values
 
 
@@ -138,7 +143,11 @@ def _trunk(in_dim: int, hidden: tuple[int, ...]) -> tuple[nn.Sequential, int]:
 
 
 class _Heads(nn.Module):
-    """Policy and value heads on separate tanh trunks over the same features."""
+    """Policy and value heads on separate tanh trunks over the same features.
+
+    ``forward`` returns the policy's parameters (a categorical's logits, or a Gaussian's mean;
+    its log standard deviation is the parameter ``log_std``) and ``V``; :class:`PPO` samples,
+    scores and takes entropies from them through :class:`PolicyDistribution`."""
 
     def __init__(self, in_dim: int, action_space: gym.Space, hidden: tuple[int, ...]):
         super().__init__()
@@ -151,12 +160,63 @@ class _Heads(nn.Module):
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(out))
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
-        params = self.policy_out(self.policy_trunk(features))
-        value = self.value_out(self.value_trunk(features)).squeeze(-1)
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        params = _run_layers(features, self.policy_trunk, self.policy_out)
+        value = _run_layers(features, self.value_trunk, self.value_out).squeeze(-1)
+        return params, value
+
+
+def _run_layers(x: torch.Tensor, trunk: nn.Sequential, out: nn.Linear) -> torch.Tensor:
+    """``out(trunk(x))`` with each layer's function called directly (``F.linear``, ``torch.tanh``: what
+    ``nn.Linear`` and ``nn.Tanh`` call). nn.Module's call machinery cost more than these 64-wide
+    layers: this is a rollout's per-step forward pass."""
+    for layer in trunk:
+        x = F.linear(x, layer.weight, layer.bias) if isinstance(layer, nn.Linear) else torch.tanh(x)
+    return F.linear(x, out.weight, out.bias)
+
+
+class PolicyDistribution:
+    """The policy at a batch of inputs, computed as ``torch.distributions`` computes it.
+
+    ``Categorical(logits=params)`` (``log_std`` None) or ``Normal(params, exp(log_std))`` summed over
+    action dimensions, with the same operations in the same order and each intermediate made
+    once (the normalised logits, their softmax, the scale), so forward and backward passes give
+    the same bits (tests/test_ppo.py), without the distribution objects' argument validation and
+    lazy-property machinery, which cost more per rollout step than the 2x64 network itself."""
+
+    def __init__(self, params: torch.Tensor, log_std: torch.Tensor | None):
+        self.discrete = log_std is None
         if self.discrete:
-            return torch.distributions.Categorical(logits=params), value
-        return torch.distributions.Normal(params, self.log_std.exp().expand_as(params)), value
+            self.logits = params - params.logsumexp(dim=-1, keepdim=True)  # log-probabilities
+            self._probs: torch.Tensor | None = None
+        else:
+            self.mean, self.scale = params, log_std.exp().expand_as(params)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        if self._probs is None:
+            self._probs = F.softmax(self.logits, dim=-1)
+        return self._probs
+
+    def sample(self, deterministic: bool, generator: torch.Generator) -> torch.Tensor:
+        if self.discrete:
+            if deterministic:
+                return self.probs.argmax(-1)
+            return torch.multinomial(self.probs, 1, generator=generator).squeeze(-1)
+        if deterministic:
+            return self.mean
+        return self.mean + self.scale * torch.randn(self.mean.shape, generator=generator)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        if self.discrete:
+            return self.logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+        return (-((action - self.mean) ** 2) / (2 * self.scale ** 2) - self.scale.log()
+                - math.log(math.sqrt(2 * math.pi))).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        if self.discrete:
+            return -(torch.clamp(self.logits, min=torch.finfo(self.logits.dtype).min) * self.probs).sum(-1)
+        return (0.5 + 0.5 * math.log(2 * math.pi) + torch.log(self.scale)).sum(-1)
 
 
 class ActorCritic(nn.Module):
@@ -190,8 +250,8 @@ class RecurrentActorCritic(nn.Module):
     def step(self, inputs: torch.Tensor, hidden: torch.Tensor):
         """One step for a batch: ``inputs`` = [obs, a_prev, r_prev, done_prev] concatenated."""
         hidden = self.gru(self.embed(inputs), hidden)
-        dist, value = self.heads(hidden)
-        return dist, value, hidden
+        params, value = self.heads(hidden)
+        return params, value, hidden
 
     def sequence(self, inputs: torch.Tensor, hidden: torch.Tensor, starts: torch.Tensor):
         """``inputs`` [C, B, D] from ``hidden`` [B, H]; the state is zeroed where ``starts``."""
@@ -276,7 +336,7 @@ class PPO(nn.Module):
                                             config.gru_hidden)
         else:
             self.net = ActorCritic(self.obs_dim, action_space, tuple(config.hidden))
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=1e-5)
+        self.optimizer = ForeachAdam(self.net.parameters(), lr=config.lr, eps=1e-5)  # Adam's numbers, less Python
         self.generator = torch.Generator().manual_seed(seed)
         self.seed = seed
 
@@ -304,28 +364,14 @@ class PPO(nn.Module):
         """The action sent to the environment (Box: the sample clipped to the bounds)."""
         return self.encode_action(action).numpy() if self.action_dtype != torch.long else action.numpy()
 
-    def _sample(self, dist, deterministic: bool) -> torch.Tensor:
-        if isinstance(dist, torch.distributions.Categorical):
-            if deterministic:
-                return dist.probs.argmax(-1)
-            return torch.multinomial(dist.probs, 1, generator=self.generator).squeeze(-1)
-        if deterministic:
-            return dist.mean
-        return dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=self.generator)
-
-    def _log_prob(self, dist, action: torch.Tensor) -> torch.Tensor:
-        lp = dist.log_prob(action)
-        return lp if self.action_dtype == torch.long else lp.sum(-1)
-
-    def _entropy(self, dist) -> torch.Tensor:
-        ent = dist.entropy()
-        return ent if self.action_dtype == torch.long else ent.sum(-1)
+    def _distribution(self, params: torch.Tensor) -> PolicyDistribution:
+        return PolicyDistribution(params, None if self.action_dtype == torch.long else self.net.heads.log_std)
 
     def _forward_step(self, inputs: torch.Tensor, hidden: torch.Tensor | None):
         if self.config.recurrent:
             return self.net.step(inputs, hidden)
-        dist, value = self.net(inputs)
-        return dist, value, hidden
+        params, value = self.net(inputs)
+        return params, value, hidden
 
     # ---------------------------------------------------------------- acting (evaluation)
     def initial_state(self, batch: int) -> dict:
@@ -341,8 +387,8 @@ class PPO(nn.Module):
     @torch.no_grad()
     def act(self, obs, state: dict, *, deterministic: bool = False) -> tuple[np.ndarray, dict]:
         """Actions for a batch; ``state`` from :meth:`initial_state`, then :meth:`observe`."""
-        dist, _, hidden = self._forward_step(self._inputs(self.encode_obs(obs), state), state["hidden"])
-        action = self._sample(dist, deterministic)
+        params, _, hidden = self._forward_step(self._inputs(self.encode_obs(obs), state), state["hidden"])
+        action = self._distribution(params).sample(deterministic, self.generator)
         return self.env_action(action), {**state, "hidden": hidden, "last_action": action}
 
     def observe(self, state: dict, reward, episode_done, trial_done) -> dict:
@@ -361,28 +407,37 @@ class PPO(nn.Module):
         T, N = cfg.rollout_steps, cfg.num_envs
         buf = RolloutStorage.empty(T, N, self.input_dim, self.hidden_dim, self.action_shape, self.action_dtype)
         starts = state.pop("starts")
+        recurrent = cfg.recurrent  # a feed-forward policy carries no context: no hidden state, no (a, r, d)
+        rewards = np.zeros((T, N), np.float32)  # filled per step, made tensors once after the loop
+        terminations, truncations = np.zeros((T, N), bool), np.zeros((T, N), bool)
         with torch.no_grad():
             for t in range(T):
                 inputs = self._inputs(self.encode_obs(obs), state)
-                buf.inputs[t], buf.hidden[t], buf.starts[t] = inputs, state["hidden"], starts
-                dist, value, hidden = self._forward_step(inputs, state["hidden"])
-                action = self._sample(dist, False)
-                buf.actions[t], buf.log_probs[t], buf.values[t] = action, self._log_prob(dist, action), value
+                buf.inputs[t] = inputs
+                if recurrent:
+                    buf.hidden[t], buf.starts[t] = state["hidden"], starts
+                params, value, hidden = self._forward_step(inputs, state["hidden"])
+                dist = self._distribution(params)
+                action = dist.sample(False, self.generator)
+                buf.actions[t], buf.log_probs[t], buf.values[t] = action, dist.log_prob(action), value
                 obs, reward, terminated, truncated, info = envs.step(self.env_action(action))
                 ended = np.logical_or(terminated, truncated)
-                buf.rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
-                buf.terminated[t], buf.truncated[t] = torch.as_tensor(terminated), torch.as_tensor(truncated)
-                episode_done = np.asarray(info["episode_done"], bool) if "episode_done" in info else ended
-                state = {**state, "hidden": hidden, "last_action": action}
+                rewards[t], terminations[t], truncations[t] = reward, terminated, truncated
+                if recurrent:
+                    episode_done = np.asarray(info["episode_done"], bool) if "episode_done" in info else ended
+                    state = {**state, "hidden": hidden, "last_action": action}
                 if truncated.any():  # bootstrap from the final observation (Pardo et al. 2018)
                     rows = np.flatnonzero(np.logical_and(truncated, ~terminated))
-                    final = np.stack([info["final_obs"][i] for i in rows])
-                    sub = {k: v[rows] for k, v in self.observe(state, reward, episode_done,
-                                                                np.zeros(N, bool)).items()}
-                    _, final_value, _ = self._forward_step(self._inputs(self.encode_obs(final), sub),
-                                                           sub["hidden"])
+                    final = self.encode_obs(np.stack([info["final_obs"][i] for i in rows]))
+                    if recurrent:
+                        sub = {k: v[rows] for k, v in self.observe(state, reward, episode_done,
+                                                                    np.zeros(N, bool)).items()}
+                        _, final_value, _ = self._forward_step(self._inputs(final, sub), sub["hidden"])
+                    else:
+                        _, final_value, _ = self._forward_step(final, None)
                     buf.bootstrap[t, torch.as_tensor(rows)] = final_value
-                state = self.observe(state, reward, episode_done, ended)
+                if recurrent:
+                    state = self.observe(state, reward, episode_done, ended)
                 starts = torch.as_tensor(ended)
                 running_return += reward
                 for i in np.flatnonzero(ended):
@@ -391,6 +446,8 @@ class PPO(nn.Module):
                     running_return[i] = 0.0
             inputs = self._inputs(self.encode_obs(obs), state)
             _, last_value, _ = self._forward_step(inputs, state["hidden"] * (~starts).float()[:, None])
+        buf.rewards = torch.from_numpy(rewards)
+        buf.terminated, buf.truncated = torch.from_numpy(terminations), torch.from_numpy(truncations)
         buf.advantages, buf.targets = compute_gae(buf.rewards, buf.values, last_value, buf.terminated,
                                                   buf.truncated, buf.bootstrap, cfg.gamma, cfg.gae_lambda)
         return buf, obs, {**state, "starts": starts}
@@ -400,12 +457,13 @@ class PPO(nn.Module):
         (``[B]`` samples, or ``[C, B]`` sequences for a recurrent policy), and the stored
         old log-probs, advantages and targets there."""
         if self.config.recurrent:  # re-run each sequence from the hidden state it started in
-            dist, value = self.net.sequence(buf.inputs[time_idx, env_idx], buf.hidden[time_idx[0], env_idx[0]],
+            params, value = self.net.sequence(buf.inputs[time_idx, env_idx], buf.hidden[time_idx[0], env_idx[0]],
                                             buf.starts[time_idx, env_idx])
         else:
-            dist, value = self.net(buf.inputs[time_idx, env_idx])
+            params, value = self.net(buf.inputs[time_idx, env_idx])
         act = buf.actions[time_idx, env_idx]
-        return (self._log_prob(dist, act), self._entropy(dist), value, buf.log_probs[time_idx, env_idx],
+        dist = self._distribution(params)
+        return (dist.log_prob(act), dist.entropy(), value, buf.log_probs[time_idx, env_idx],
                 buf.advantages[time_idx, env_idx], buf.targets[time_idx, env_idx])
 
     def _minibatches(self, T: int, N: int):
@@ -450,7 +508,7 @@ class PPO(nn.Module):
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < batch:
             raise OffbenchError(f"total_steps must be an integer of at least one rollout "
                                 f"(num_envs x rollout_steps = {batch}), got {total_steps!r}")
-        envs = gym.vector.SyncVectorEnv([make_env for _ in range(cfg.num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
+        envs = SerialVectorEnv([make_env for _ in range(cfg.num_envs)])
         try:
             with torch_threads(cfg.threads):
                 return self._train_loop(envs, total_steps, on_update)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from offbench.nn import QEnsemble, TanhGaussianPolicy, soft_update
+from offbench.nn import ForeachAdam, QEnsemble, TanhGaussianPolicy, soft_update
 
 
 @dataclass
@@ -45,9 +45,13 @@ class SAC(nn.Module):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(float(np.log(config.init_alpha))))
         self.target_entropy = -float(act_dim) if config.target_entropy is None else config.target_entropy
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        # Adam's numbers with less Python (ForeachAdam); the fused kernel of offbench.nn.adam rounds
+        # differently and would change the bits of every dataset a SAC run generates
+        self.actor_optim = ForeachAdam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_optim = ForeachAdam(self.critic.parameters(), lr=config.critic_lr)
+        self.alpha_optim = ForeachAdam([self.log_alpha], lr=config.alpha_lr)
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
         self.generator = torch.Generator().manual_seed(seed)  # action noise, never the global RNG
 
     # ------------------------------------------------------------------ acting
@@ -58,7 +62,7 @@ class SAC(nn.Module):
         return action.numpy(), log_prob.numpy().astype(np.float64)
 
     # ------------------------------------------------------------------ learning
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
         obs, action, reward = batch["observations"], batch["actions"], batch["rewards"]
         next_obs, terminated = batch["next_observations"], batch["terminations"]
@@ -93,9 +97,11 @@ class SAC(nn.Module):
         alpha_loss.backward()
         self.alpha_optim.step()
 
-        soft_update(self.critic_target, self.critic, cfg.tau)
-        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "alpha": alpha.item(),
-                "q_mean": q.detach().mean().item(), "entropy": -log_prob.detach().mean().item()}
+        soft_update(self._target_params, self._critic_params, cfg.tau)
+        # 0-d tensors: reading them back to the host costs a synchronisation per metric on a GPU,
+        # and most callers never read them (the online loop does not log per-update metrics)
+        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha,
+                "q_mean": q.detach().mean(), "entropy": -log_prob.detach().mean()}
 
     # ------------------------------------------------------------------ persistence
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
