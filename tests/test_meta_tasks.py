@@ -22,7 +22,8 @@ from offbench.envs.meta.point_robot import PointRobotEnv, oracle_return
 from offbench.envs.meta.sign_grid import SignGridEnv, SignGridLayout, solve_optimal
 from offbench.errors import OffbenchError
 
-LIGHT_IDS = [i for i in meta.ENV_IDS if i != "offbench/HalfCheetahVel-v0"]
+LIGHT_IDS = [i for i in meta.ENV_IDS if "HalfCheetahVel" not in i]
+FAMILY_IDS = [i for i in meta.ENV_IDS if not i.endswith("Oracle-v0")]  # the oracle's view draws a task per episode
 
 
 def same_task(a: dict, b: dict) -> bool:
@@ -43,7 +44,7 @@ def test_task_sampling_is_seeded_and_independent_of_the_env_state(env_id):
     assert len({repr(t) for t in first}) > 1  # five draws, not one task repeated
 
 
-@pytest.mark.parametrize("env_id", meta.ENV_IDS)
+@pytest.mark.parametrize("env_id", FAMILY_IDS)
 def test_the_task_is_recorded_with_every_reset_and_step_and_persists_across_episodes(env_id):
     env = gym.make(env_id).unwrapped
     task = env.sample_tasks(1, seed=0)[0]
@@ -443,6 +444,40 @@ def test_cheetah_vel_reward_is_minus_velocity_error_minus_control_cost():
         assert not terminated and truncated == (i == 5)
     speeds = [t["velocity"] for t in env.sample_tasks(500, seed=0)]
     assert 0 <= min(speeds) < 0.1 and 2.9 < max(speeds) <= 3.0
+
+
+def test_cheetah_vel_oracle_observes_the_task_and_draws_one_per_episode_from_its_seeded_stream():
+    """offbench/HalfCheetahVelOracle-v0: the family's dynamics and reward, the target velocity as
+    the 18th observation, a new task at every reset from np_random (so the same seed gives the
+    same tasks, and restoring np_random's state, as an online run's resume does, repeats them),
+    and a task given in options honoured."""
+    oracle = gym.make("offbench/HalfCheetahVelOracle-v0", episode_length=5).unwrapped
+    plain = gym.make("offbench/HalfCheetahVel-v0", episode_length=5).unwrapped
+    assert oracle.observation_space.shape == (18,)
+    obs, info = oracle.reset(seed=4)
+    tasks = [info["task"]["velocity"]]
+    assert obs[-1] == tasks[0]
+    state = oracle.np_random.bit_generator.state
+    for _ in range(2):
+        obs, info = oracle.reset()
+        tasks.append(info["task"]["velocity"])
+        assert obs[-1] == tasks[-1]
+    assert len(set(tasks)) == 3
+    oracle.np_random.bit_generator.state = state  # a resume restores the stream: the same next task
+    assert oracle.reset()[1]["task"]["velocity"] == tasks[1]
+    twin = gym.make("offbench/HalfCheetahVelOracle-v0").unwrapped
+    assert twin.reset(seed=4)[1]["task"]["velocity"] == tasks[0]
+    # a given task: the plain family's observations (plus the velocity) and rewards, step for step
+    obs, _ = oracle.reset(seed=0, options={"task": {"velocity": 2.5}})
+    ref, _ = plain.reset(seed=0, options={"task": {"velocity": 2.5}})
+    np.testing.assert_array_equal(obs, np.append(ref, 2.5))
+    for action in np.random.default_rng(0).uniform(-1, 1, (5, 6)):
+        obs, reward, _, truncated, _ = oracle.step(action)
+        ref, ref_reward, _, ref_truncated, _ = plain.step(action)
+        np.testing.assert_array_equal(obs[:-1], ref)
+        assert reward == ref_reward and truncated == ref_truncated
+    with pytest.raises(OffbenchError, match="oracle"):
+        gym.make("offbench/HalfCheetahVelOracle-v0", oracle="yes")
 
 
 # ---------------------------------------------------------------------- metrics

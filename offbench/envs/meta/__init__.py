@@ -14,7 +14,8 @@ id                                 module                              reference
 ``offbench/PointRobot-v0``         :mod:`.point_robot` (dense)         known-goal optimum
 ``offbench/SparsePointRobot-v0``   :mod:`.point_robot` (sparse)        known-goal optimum
 ``offbench/SignGrid-v0``           :mod:`.sign_grid`                   exact optimum, with and without the sign
-``offbench/HalfCheetahVel-v0``     :mod:`.cheetah_vel` (MuJoCo)        --
+``offbench/HalfCheetahVel-v0``     :mod:`.cheetah_vel` (MuJoCo)        a per-task oracle: SAC trained on
+``offbench/HalfCheetahVelOracle-v0``  the same, the task observed          ``HalfCheetahVelOracle-v0``
 =================================  ==================================  =========================================
 
 The families are Gymnasium ids rather than entries of ``offbench.envs.tasks.TASKS``: that
@@ -36,6 +37,7 @@ _ENVS = {
     "offbench/SparsePointRobot-v0": ("offbench.envs.meta.point_robot:PointRobotEnv", {"sparse": True}),
     "offbench/SignGrid-v0": ("offbench.envs.meta.sign_grid:SignGridEnv", {}),
     "offbench/HalfCheetahVel-v0": ("offbench.envs.meta.cheetah_vel:HalfCheetahVelEnv", {}),
+    "offbench/HalfCheetahVelOracle-v0": ("offbench.envs.meta.cheetah_vel:HalfCheetahVelEnv", {"oracle": True}),
 }
 ENV_IDS = tuple(_ENVS)
 
