@@ -155,3 +155,29 @@ def test_the_explore_smoke_protocol_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "home" / "datasets" / "explore" / "point-plane-goal-bottom" / "random-v0.hdf5").is_file()
     table = (out / "report" / "table.md").read_text()
     assert "| explore/point-plane-goal-bottom/random-v0 |" in table and "td3_bc" in table
+    readme = (out / "report" / "README.md").read_text()
+    assert "## The ExORL comparison" in readme and "No `sac-replay` dataset for this task" in readme
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert set(report["exorl"]) == {"point-plane-goal-bottom"}
+
+
+def test_the_exorl_comparison_sets_each_learner_beside_its_replay_score():
+    """offbench.evaluation.exorl_report: per task and learner, the exploratory sources' scores, the replay
+    score, the best source, its difference in points and how many sources beat the replay data."""
+    from offbench.evaluation.exorl_report import exorl_comparison, markdown_lines, split_explore_id
+
+    assert split_explore_id("explore/point-plane-goal-bottom/sac-replay-v0") == ("point-plane-goal-bottom", "sac-replay")
+    assert split_explore_id("lite/pendulum/medium-v0") is None
+    cell = lambda mean, se=1.0: {"mean": mean, "stderr": se, "n": 3}  # noqa: E731
+    ids = {s: f"explore/goal-a/{s}-v0" for s in ("rnd", "metra", "sac-replay")}
+    cells = {ids["rnd"]: {"td3": cell(98.0), "iql": cell(10.0)}, ids["metra"]: {"td3": cell(60.0), "iql": None},
+             ids["sac-replay"]: {"td3": cell(40.0), "iql": cell(30.0)}, "lite/pendulum/medium-v0": {"td3": cell(5.0)}}
+    comparison = exorl_comparison(cells, [*ids.values(), "lite/pendulum/medium-v0"], ["td3", "iql"])
+    assert list(comparison) == ["goal-a"] and comparison["goal-a"]["sources"] == ["rnd", "metra"]
+    td3, iql = comparison["goal-a"]["rows"]["td3"], comparison["goal-a"]["rows"]["iql"]
+    assert td3["best_source"] == "rnd" and td3["best_minus_replay"] == 58.0 and td3["sources_above_replay"] == 2
+    assert iql["best_source"] == "rnd" and iql["best_minus_replay"] == -20.0 and iql["sources_above_replay"] == 0
+    assert iql["sources"]["metra"] is None
+    text = "\n".join(markdown_lines(comparison))
+    assert "| td3 | 98.0 ± 1.0 | 60.0 ± 1.0 | 40.0 ± 1.0 | rnd | +58.0 | 2 of 2 |" in text
+    assert "| iql | 10.0 ± 1.0 | — | 30.0 ± 1.0 | rnd | -20.0 | 0 of 1 |" in text

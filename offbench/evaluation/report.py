@@ -39,6 +39,8 @@ from offbench.evaluation.colors import assign_colors
 from offbench.evaluation.literature import D4RL_SOURCE, D4RL_TITLE, OGBENCH_SOURCE, OGBENCH_TITLE, d4rl_reference, \
     ogbench_success
 from offbench.evaluation.results import SUCCESS_UNIT, success_scored
+from offbench.evaluation.exorl_report import exorl_comparison
+from offbench.evaluation.exorl_report import markdown_lines as exorl_markdown_lines
 from offbench.evaluation.skill_report import SKILL_SCORE, SKILL_UNIT, skill_tables, trajectory_figure
 from offbench.evaluation.skill_report import markdown_lines as skill_markdown_lines
 
@@ -301,6 +303,8 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
     # the skills suite: a table per skill metric and the rollouts to draw (offbench.evaluation.skill_report)
     skills = {"skills": skill_tables(done, algorithms, datasets, protocol.headline, reps=reps,
                                      rng=lambda *labels: _rng(seed, *labels))} if protocol.suite == "skills" else {}
+    # the explore suite: each learner on exploratory data against the task's replay data (ExORL)
+    exorl = {"exorl": exorl_comparison(cells["headline"], datasets, algorithms)} if protocol.suite == "explore" else {}
     return {
         "results_dir": str(results_dir),
         "protocol": {"name": protocol.name, "suite": protocol.suite, "description": protocol.description,
@@ -327,7 +331,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "optimality_gap_gamma": stats.DEFAULT_GAMMA,
         "probability_of_improvement": poi, "performance_profiles": profiles, "learning_curves": curves,
         "missing_runs": missing, "notes": notes, "d4rl": d4rl, "settling": slopes,
-        "published": _published(datasets, algorithms), **skills,
+        "published": _published(datasets, algorithms), **skills, **exorl,
     }
 
 
@@ -637,6 +641,7 @@ def render_table_md(report: dict) -> str:
     lines += settling.markdown_lines(report.get("settling") or {}, report["algorithms"], report["datasets"])
     if report.get("skills"):
         lines += skill_markdown_lines(report["skills"], report["algorithms"], len(report["protocol"]["seeds"]))
+    lines += exorl_markdown_lines(report.get("exorl") or {})
     lines += _published_lines(report)
     lines += _per_task_lines(report)
     if report["notes"]:
