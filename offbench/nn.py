@@ -324,49 +324,35 @@ def _adam_step(optimizer: torch.optim.Adam, closure=None):
     return (step.__wrapped__ if getattr(step, "hooked", False) else step)(optimizer, closure)
 
 
-class FusedAdam(torch.optim.Adam):
-    """``torch.optim.Adam(fused=True)`` whose ``step`` calls the fused kernel directly.
-
-    The same kernel, with the same arguments, as ``torch.optim.Adam``'s fused path, so the same
-    parameters to the bit (``tests/test_update_equivalence.py``); the state dict is Adam's. What it
-    skips is the per-step Python of ``Adam.step`` and of the profiler/hook wrapper ``Optimizer``
-    puts around it: building six lists per parameter group, lazy state checks, grouping by device
-    (85 -> 52 us per step of a 2x256 MLP on this CPU, of which 38 us is the kernel; 225 -> 137 us
-    for IQL's three groups). Groups whose hyperparameters are equal share one kernel call. Anything
-    outside the plain case (a parameter without a gradient, amsgrad, a ``grad_scale``, a tensor
-    learning rate, no state yet) takes ``Adam.step``'s own path. ``zero_grad`` sets every gradient
-    to None.
-    """
+class _DirectAdam(torch.optim.Adam):
+    """What :class:`FusedAdam` and :class:`ForeachAdam` share: a *plan* of the kernel calls of one
+    step, made once (again after a state-dict load, a new parameter group or a changed
+    hyperparameter) from the optimiser's state; ``step`` runs it with gradients off, and falls back
+    to ``Adam.step``'s own path wherever the plan does not apply (no state yet, a parameter without
+    a gradient, a closure). ``Optimizer`` wraps every subclass's ``step`` in a profiler label and
+    the step hooks (about 13 us a call); here that wrapper runs only when a hook is registered or a
+    profiler records. ``zero_grad`` sets every gradient to None."""
 
     def __init__(self, params, lr: float = 1e-3, **kwargs):
-        kwargs.setdefault("fused", True)
         super().__init__(params, lr=lr, **kwargs)
-        self._plan: list | None = None  # [(params, exp_avgs, exp_avg_sqs, steps, kernel kwargs)] per call
+        self._plan: list | None = None  # the kernel calls' tensors, per call
         self._plan_keys: list | None = None  # the groups' hyperparameters the plan was made for
 
     @staticmethod
     def _hyper(group) -> tuple:
-        # betas come back from a JSON checkpoint as a list
-        return group["lr"], tuple(group["betas"]), group["weight_decay"], group["eps"], group["maximize"]
+        raise NotImplementedError
 
-    def _make_plan(self):
-        """The kernel calls of one step, or None when ``Adam.step`` must take over."""
-        calls: dict[tuple, list] = {}
-        for group in self.param_groups:
-            if not group["fused"] or group["amsgrad"] or group["differentiable"] or \
-                    group["decoupled_weight_decay"] or torch.is_tensor(group["lr"]):
-                return None
-            params = list(group["params"])
-            if not all(p in self.state and "exp_avg" in self.state[p] for p in params):
-                return None
-            merged = calls.setdefault(self._hyper(group), [[], [], [], []])
-            for p in params:
-                state = self.state[p]
-                for into, item in zip(merged, (p, state["exp_avg"], state["exp_avg_sq"], state["step"])):
-                    into.append(item)
-        return [(params, avgs, sqs, steps, {"lr": lr, "beta1": betas[0], "beta2": betas[1],
-                                            "weight_decay": weight_decay, "eps": eps, "maximize": maximize})
-                for (lr, betas, weight_decay, eps, maximize), (params, avgs, sqs, steps) in calls.items()]
+    def _make_plan(self) -> list | None:
+        """The tensors of one step's kernel calls, or None when ``Adam.step`` must take over."""
+        raise NotImplementedError
+
+    def _run_plan(self, grads: list[list[torch.Tensor]]) -> None:
+        """One step's kernel calls with ``grads`` (one list per planned call)."""
+        raise NotImplementedError
+
+    def _bypassed(self) -> bool:
+        """Whether this step must take ``Adam.step``'s path whatever the plan."""
+        return False
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
@@ -384,24 +370,21 @@ class FusedAdam(torch.optim.Adam):
                 p.grad = None
 
     def _step(self, closure=None):
-        if closure is not None or getattr(self, "grad_scale", None) is not None or \
-                getattr(self, "found_inf", None) is not None:
+        if closure is not None or self._bypassed():
             return _adam_step(self, closure)
         keys = [self._hyper(group) for group in self.param_groups]
         if self._plan is None or keys != self._plan_keys:  # first step, a new lr, reloaded state
             self._plan, self._plan_keys = self._make_plan(), keys
             if self._plan is None:
                 return _adam_step(self)
-        grads = [[p.grad for p in params] for params, *_ in self._plan]
+        grads = [[p.grad for p in call[0]] for call in self._plan]
         if any(g is None for call in grads for g in call):
+            self._plan = None  # Adam skips that parameter: the state may no longer fit the plan
             return _adam_step(self)
         grad_enabled = torch.is_grad_enabled()
         torch.set_grad_enabled(False)
         try:
-            for (params, avgs, sqs, steps, kwargs), call_grads in zip(self._plan, grads):
-                torch._foreach_add_(steps, 1)
-                torch._fused_adam_(params, call_grads, avgs, sqs, [], steps, amsgrad=False, grad_scale=None,
-                                   found_inf=None, **kwargs)
+            self._run_plan(grads)
         finally:
             torch.set_grad_enabled(grad_enabled)
         return None
@@ -409,8 +392,6 @@ class FusedAdam(torch.optim.Adam):
     _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
 
     def step(self, closure=None):
-        # Optimizer wraps every subclass's ``step`` in a profiler label and the step hooks (about
-        # 13 us a call); that wrapper runs only when a hook is registered or a profiler records.
         if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_optimizer_pre_hooks \
                 or _global_optimizer_post_hooks or torch.autograd._profiler_enabled():
             return self._hooked_step(closure)
@@ -419,7 +400,57 @@ class FusedAdam(torch.optim.Adam):
     step.hooked = True  # tells Optimizer not to wrap it (see _patch_step_function)
 
 
-class ForeachAdam(torch.optim.Adam):
+class FusedAdam(_DirectAdam):
+    """``torch.optim.Adam(fused=True)`` whose ``step`` calls the fused kernel directly.
+
+    The same kernel, with the same arguments, as ``torch.optim.Adam``'s fused path, so the same
+    parameters to the bit (``tests/test_update_equivalence.py``); the state dict is Adam's. What it
+    skips is the per-step Python of ``Adam.step`` and of the profiler/hook wrapper ``Optimizer``
+    puts around it: building six lists per parameter group, lazy state checks, grouping by device
+    (85 -> 52 us per step of a 2x256 MLP on this CPU, of which 38 us is the kernel; 225 -> 137 us
+    for IQL's three groups). Groups whose hyperparameters are equal share one kernel call. Anything
+    outside the plain case (a parameter without a gradient, amsgrad, a ``grad_scale``, a tensor
+    learning rate, no state yet) takes ``Adam.step``'s own path.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, **kwargs):
+        kwargs.setdefault("fused", True)
+        super().__init__(params, lr=lr, **kwargs)
+
+    @staticmethod
+    def _hyper(group) -> tuple:
+        # betas come back from a JSON checkpoint as a list
+        return group["lr"], tuple(group["betas"]), group["weight_decay"], group["eps"], group["maximize"]
+
+    def _bypassed(self) -> bool:
+        return getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None
+
+    def _make_plan(self):
+        calls: dict[tuple, list] = {}
+        for group in self.param_groups:
+            if not group["fused"] or group["amsgrad"] or group["differentiable"] or \
+                    group["decoupled_weight_decay"] or torch.is_tensor(group["lr"]):
+                return None
+            params = list(group["params"])
+            if not all(p in self.state and "exp_avg" in self.state[p] for p in params):
+                return None
+            merged = calls.setdefault(self._hyper(group), [[], [], [], []])
+            for p in params:
+                state = self.state[p]
+                for into, item in zip(merged, (p, state["exp_avg"], state["exp_avg_sq"], state["step"])):
+                    into.append(item)
+        return [(params, avgs, sqs, steps, {"lr": lr, "beta1": betas[0], "beta2": betas[1],
+                                            "weight_decay": weight_decay, "eps": eps, "maximize": maximize})
+                for (lr, betas, weight_decay, eps, maximize), (params, avgs, sqs, steps) in calls.items()]
+
+    def _run_plan(self, grads) -> None:
+        for (params, avgs, sqs, steps, kwargs), call_grads in zip(self._plan, grads):
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(params, call_grads, avgs, sqs, [], steps, amsgrad=False, grad_scale=None,
+                               found_inf=None, **kwargs)
+
+
+class ForeachAdam(_DirectAdam):
     """``torch.optim.Adam(foreach=True)`` whose ``step`` issues the multi-tensor kernels directly.
 
     The same operations, in the same order, with the same arguments as Adam's multi-tensor path
@@ -441,8 +472,6 @@ class ForeachAdam(torch.optim.Adam):
     def __init__(self, params, lr: float = 1e-3, **kwargs):
         kwargs["foreach"] = True
         super().__init__(params, lr=lr, **kwargs)
-        self._plan: list | None = None  # per group: (params, exp_avgs, exp_avg_sqs, steps)
-        self._plan_keys: list | None = None
 
     @staticmethod
     def _hyper(group) -> tuple:
@@ -466,63 +495,21 @@ class ForeachAdam(torch.optim.Adam):
                          [self.state[p]["exp_avg_sq"] for p in params], steps))
         return plan
 
-    def load_state_dict(self, state_dict) -> None:
-        super().load_state_dict(state_dict)
-        self._plan = None
-
-    def add_param_group(self, param_group) -> None:
-        super().add_param_group(param_group)
-        self._plan = None
-
-    def _step(self, closure=None):
-        if closure is not None:
-            return _adam_step(self, closure)
-        keys = [self._hyper(group) for group in self.param_groups]
-        if self._plan is None or keys != self._plan_keys:
-            self._plan, self._plan_keys = self._make_plan(), keys
-            if self._plan is None:
-                return _adam_step(self)
-        grads = [[p.grad for p in params] for params, *_ in self._plan]
-        if any(g is None for call in grads for g in call):
-            self._plan = None  # their step counts will differ from now on
-            return _adam_step(self)
-        grad_enabled = torch.is_grad_enabled()
-        torch.set_grad_enabled(False)
-        try:
-            for (params, avgs, sqs, steps), group_grads, (lr, (beta1, beta2), eps) in \
-                    zip(self._plan, grads, self._plan_keys):
-                # _multi_tensor_adam, capturable=False, on the CPU, line by line
-                torch._foreach_add_(steps, self._one, alpha=1.0)
-                torch._foreach_lerp_(avgs, group_grads, 1 - beta1)
-                torch._foreach_mul_(sqs, beta2)
-                torch._foreach_addcmul_(sqs, group_grads, group_grads, 1 - beta2)
-                step = steps[0].item()
-                step_size = (lr / (1 - beta1 ** step)) * -1
-                bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-                denom = torch._foreach_sqrt(sqs)
-                torch._foreach_div_(denom, [bias_correction2_sqrt] * len(denom))
-                torch._foreach_add_(denom, eps)
-                torch._foreach_addcdiv_(params, avgs, denom, [step_size] * len(denom))
-        finally:
-            torch.set_grad_enabled(grad_enabled)
-        return None
-
-    _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
-
-    def step(self, closure=None):
-        if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_optimizer_pre_hooks \
-                or _global_optimizer_post_hooks or torch.autograd._profiler_enabled():
-            return self._hooked_step(closure)
-        return self._step(closure)
-
-    step.hooked = True
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        if not set_to_none:
-            return super().zero_grad(set_to_none=False)
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
+    def _run_plan(self, grads) -> None:
+        for (params, avgs, sqs, steps), group_grads, (lr, (beta1, beta2), eps) in \
+                zip(self._plan, grads, self._plan_keys):
+            # _multi_tensor_adam, capturable=False, on the CPU, line by line
+            torch._foreach_add_(steps, self._one, alpha=1.0)
+            torch._foreach_lerp_(avgs, group_grads, 1 - beta1)
+            torch._foreach_mul_(sqs, beta2)
+            torch._foreach_addcmul_(sqs, group_grads, group_grads, 1 - beta2)
+            step = steps[0].item()
+            step_size = (lr / (1 - beta1 ** step)) * -1
+            bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+            denom = torch._foreach_sqrt(sqs)
+            torch._foreach_div_(denom, [bias_correction2_sqrt] * len(denom))
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, avgs, denom, [step_size] * len(denom))
 
 
 def adam(params, lr: float, **kwargs) -> torch.optim.Adam:

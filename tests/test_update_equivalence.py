@@ -425,76 +425,52 @@ def test_to_device_keeps_the_update_working():
         assert algo.act(np.zeros((3, 5), np.float32)).shape == (3, 3)
 
 
-def test_fused_adam_equals_torch_adam_to_the_bit():
-    """offbench.nn.FusedAdam calls the same fused kernel as torch.optim.Adam(fused=True): same bits,
-    also with parameter groups of different learning rates, a parameter left without a gradient
-    (Adam's own path), and after a state-dict round trip."""
-    from offbench.nn import FusedAdam
-
-    torch.manual_seed(0)
-    params = [torch.randn(5, 4, requires_grad=True) for _ in range(4)]
-    twins = [p.detach().clone().requires_grad_(True) for p in params]
-    ours = FusedAdam([{"params": params[:2]}, {"params": params[2:], "lr": 1e-2}], lr=3e-4)
-    theirs = torch.optim.Adam([{"params": twins[:2]}, {"params": twins[2:], "lr": 1e-2}], lr=3e-4, fused=True)
-    for step in range(6):
-        for group in (params, twins):
-            loss = sum((p ** 2).sum() * (i + 1) for i, p in enumerate(group[: 3 if step == 2 else 4]))
-            loss.backward()
-        ours.step()
-        theirs.step()
-        ours.zero_grad()
-        theirs.zero_grad()
-        if step == 3:  # a checkpoint round trip: param groups come back from JSON (betas as a list)
-            state = copy.deepcopy(ours.state_dict())
-            for group in state["param_groups"]:
-                group["betas"] = list(group["betas"])
-            ours.load_state_dict(state)
-    for p, q in zip(params, twins):
-        assert torch.equal(p, q)
-    # step hooks are honoured (through Optimizer's own wrapper), with the same result
-    calls = []
-    ours.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre"))
-    ours.register_step_post_hook(lambda opt, args, kwargs: calls.append("post"))
-    for group in (params, twins):
-        sum((p ** 2).sum() for p in group).backward()
-    ours.step()
-    theirs.step()
-    assert calls == ["pre", "post"]
-    for p, q in zip(params, twins):
-        assert torch.equal(p, q)
-
-
+@pytest.mark.parametrize("kind", ["fused", "foreach"])
 @pytest.mark.parametrize("skip_a_gradient", [False, True])
-def test_foreach_adam_equals_torch_adam_to_the_bit(skip_a_gradient):
-    """offbench.nn.ForeachAdam runs Adam's multi-tensor operations itself: the same bits as
-    torch.optim.Adam's default (per-tensor) path on the CPU, with parameter groups of different
-    learning rates and eps, after a state-dict round trip, and (``skip_a_gradient``) once a
-    parameter has missed a step, when its step counts differ and Adam's own path takes over."""
-    from offbench.nn import ForeachAdam
+def test_direct_adams_equal_torch_adam_to_the_bit(kind, skip_a_gradient):
+    """offbench.nn.FusedAdam calls the same fused kernel as torch.optim.Adam(fused=True), and
+    ForeachAdam Adam's multi-tensor operations, which on the CPU equal its default per-tensor path:
+    the same bits, with parameter groups of different learning rates and eps, after a state-dict
+    round trip (betas back as a list, as from a JSON checkpoint), once a parameter has missed a step
+    (``skip_a_gradient``: Adam's own path takes over where the plan no longer fits), and with step
+    hooks registered (through Optimizer's own wrapper)."""
+    from offbench.nn import ForeachAdam, FusedAdam
 
     torch.manual_seed(0)
     params = [torch.randn(5, 4, requires_grad=True) for _ in range(4)] + [torch.randn(3, requires_grad=True)]
     twins = [p.detach().clone().requires_grad_(True) for p in params]
     groups = lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": 1e-2, "eps": 1e-5}]  # noqa: E731
-    ours, theirs = ForeachAdam(groups(params), lr=3e-4), torch.optim.Adam(groups(twins), lr=3e-4)
-    for step in range(8):
+    if kind == "fused":
+        ours, theirs = FusedAdam(groups(params), lr=3e-4), torch.optim.Adam(groups(twins), lr=3e-4, fused=True)
+    else:
+        ours, theirs = ForeachAdam(groups(params), lr=3e-4), torch.optim.Adam(groups(twins), lr=3e-4)
+
+    def step(skip: bool) -> None:
         for group in (params, twins):
-            used = group[:4] if skip_a_gradient and step == 2 else group
+            used = group[:4] if skip else group
             sum((p ** 2).sum() * (i + 1) + p.sin().sum() for i, p in enumerate(used)).backward()
         ours.step()
         theirs.step()
         ours.zero_grad()
         theirs.zero_grad()
-        if step == 4:  # a checkpoint round trip: param groups come back from JSON (betas as a list)
+        for p, q in zip(params, twins):
+            assert torch.equal(p, q)
+
+    for i in range(8):
+        step(skip_a_gradient and i == 2)
+        if i == 4:
             state = copy.deepcopy(ours.state_dict())
             for group in state["param_groups"]:
                 group["betas"] = list(group["betas"])
             ours.load_state_dict(state)
-        for p, q in zip(params, twins):
-            assert torch.equal(p, q), step
     for p, q in zip(params, twins):
         assert torch.equal(ours.state[p]["exp_avg_sq"], theirs.state[q]["exp_avg_sq"])
         assert torch.equal(ours.state[p]["step"], theirs.state[q]["step"])
+    calls = []
+    ours.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre"))
+    ours.register_step_post_hook(lambda opt, args, kwargs: calls.append("post"))
+    step(False)
+    assert calls == ["pre", "post"]
 
 
 def test_online_sac_update_equals_the_per_tensor_adam_update():
