@@ -4,7 +4,13 @@
 
 ``RESULTS_DIR`` is an ``offbench reproduce --protocol lite --out RESULTS_DIR`` directory (or one of
 another suite: ``offbench reproduce meta ...`` for the meta-RL trainers, with ``--prefix
-offbench-meta-``). Every built-in algorithm in it becomes ``offbench-ALGO`` (e.g. ``offbench-iql``),
+offbench-meta-``; ``offbench reproduce skills ...`` for the skill-discovery methods, with ``--prefix
+offbench-skills-``). It needs only results.csv, manifest.json and protocol.toml, so the committed
+skills table makes the skills entries as it is::
+
+    python scripts/make_baseline_entries.py leaderboard/skills --prefix offbench-skills-
+
+Every built-in algorithm in it becomes ``offbench-ALGO`` (e.g. ``offbench-iql``),
 authored by the offbench maintainers, hyperparameters chosen offline (the shipped defaults). All entries are
 validated before any is written; ``--replace`` overwrites earlier baseline entries of the same
 names (re-runs); otherwise an existing name is an error.

@@ -33,6 +33,9 @@ class SkillEnvironment:
     extent: float | None = None  # positions lie in [-extent, extent]^2 (figures), None if unbounded
     coverage_dims: tuple[int, ...] | None = None  # the coordinates coverage counts cells of (None: ``xy``)
     coverage_cell: float = 1.0  # the cells' width in those coordinates
+    #: the environment's time limit in steps (an episode may end sooner), None if unknown; the
+    #: leaderboard bounds a submitted coverage with it (``offbench.leaderboard.validate.coverage_bound``)
+    max_episode_steps: int | None = None
 
     @property
     def coverage_coordinates(self) -> tuple[int, ...]:
@@ -49,18 +52,19 @@ class SkillEnvironment:
 SKILL_ENVIRONMENTS = {e.environment_id: e for e in (
     SkillEnvironment("skills/point-plane-v0", "offbench/PointPlane-v0",
                      "the reward-free point plane: positions in [-10, 10]^2, actions in [-1, 1]^2, 50-step episodes "
-                     "from the origin", extent=10.0),
+                     "from the origin", extent=10.0, max_episode_steps=50),
     SkillEnvironment("skills/pointmaze-medium-v0", "offbench/PointMazeRewardFree-v0",
                      "OGBench's PointMaze-medium without reward: positions in the maze's corridors (cells 4 wide, "
                      "centres 0 to 24 in x and y), actions in [-1, 1]^2 moving at most 0.2 a step, 200-step episodes "
-                     "from the start cell of evaluation task 1", env_kwargs={"maze": "medium", "episode_length": 200}),
+                     "from the start cell of evaluation task 1", env_kwargs={"maze": "medium", "episode_length": 200},
+                     max_episode_steps=200),
     SkillEnvironment("skills/halfcheetah-v0", "HalfCheetah-v5",
                      "Gymnasium's HalfCheetah-v5 with the x position kept in the observation (index 0; the z height "
                      "is 1, the x velocity 9), 200-step episodes; the skill methods ignore its reward. Coverage counts "
                      "distinct 1 m/s bins of the x velocity (the issue's measure for a runner); the final distance "
                      "and the figures use (x, z)",
                      env_kwargs={"exclude_current_positions_from_observation": False, "max_episode_steps": 200},
-                     xy=(0, 1), coverage_dims=(9,), coverage_cell=1.0),
+                     xy=(0, 1), coverage_dims=(9,), coverage_cell=1.0, max_episode_steps=200),
 )}
 
 

@@ -49,22 +49,38 @@ def load_entries(entries_dir: str | Path) -> list[tuple[dict, object, Path]]:
 
 def make_groups(loaded) -> list:
     """One ranked table per (suite, protocol): IQM descending, then name; entries of an algorithm
-    the protocol restricts to some of its datasets (``EntryScores.complete`` false) follow, unranked."""
+    the protocol restricts to some of its datasets (``EntryScores.complete`` false) follow, unranked.
+
+    A ``skills`` protocol gets one table per environment instead (its protocol restricted to that
+    environment): coverage counts cells of that environment, so it is ranked there and not averaged
+    with other environments' cells."""
     from offbench.leaderboard.scoring import score_entry
     from offbench.leaderboard.site import Group
 
-    groups: dict[tuple[str, str], Group] = {}
+    groups: dict[tuple[str, ...], Group] = {}
     for entry, protocol, _ in loaded:
-        key = (entry["suite"], protocol.name)
-        if key not in groups:
-            groups[key] = Group(key=f"{entry['suite']}--{protocol.name}", suite=entry["suite"], protocol=protocol,
-                                rows=[])
-        groups[key].rows.append((entry, score_entry(entry, protocol)))
+        if protocol.suite == "skills":
+            algorithm = entry["algorithm"]["import_path"]
+            tables = [((entry["suite"], protocol.name, environment), protocol.restricted(datasets=[environment]))
+                      for environment in protocol.datasets_for(algorithm)]
+        else:
+            tables = [((entry["suite"], protocol.name), protocol)]
+        for key, table_protocol in tables:
+            if key not in groups:
+                groups[key] = Group(key="--".join([entry["suite"], protocol.name, *map(environment_key, key[2:])]),
+                                    suite=entry["suite"], protocol=table_protocol, rows=[])
+            groups[key].rows.append((entry, score_entry(entry, table_protocol)))
     for group in groups.values():
         group.rows.sort(key=lambda row: (not row[1].complete,
                                          -(row[1].iqm if row[1].iqm is not None else float("-inf")),
                                          row[0]["name"].lower(), row[0]["name"]))
     return [groups[k] for k in sorted(groups)]
+
+
+def environment_key(environment_id: str) -> str:
+    """A skill environment's part of a table's key (a file name and an HTML id): its id less the
+    ``skills/`` prefix, other slashes as ``-`` (``skills/point-plane-v0`` -> ``point-plane-v0``)."""
+    return environment_id.removeprefix("skills/").replace("/", "-")
 
 
 def build_board(entries_dir: str | Path | None = None, out_dir: str | Path | None = None) -> list[Path]:

@@ -49,7 +49,11 @@ SCHEMA_DOC = "leaderboard/SCHEMA.md"
 TOP_LEVEL = {"schema_version", "name", "algorithm", "authors", "paper", "code", "code_commit",
              "offbench_version", "suite", "protocol", "hyperparameter_selection", "compute", "config", "runs"}
 RUN_KEYS = {"dataset", "seed", "dataset_sha256", "content_sha256", "gradient_steps", "settings", "evaluations"}
-EVAL_KEYS = {"step", "episodes", "eval_seed", "returns", "success", "success_rate"}
+#: a skills-suite evaluation's measurements (``offbench.skill_runs``; results.csv's columns of the same
+#: names): null or numbers here, required and checked against the environment and method by ``validate``
+SKILL_EVAL_KEYS = ("coverage", "final_distance", "classifier_accuracy", "classifier_chance", "mi_lower_bound",
+                   "log_k")
+EVAL_KEYS = {"step", "episodes", "eval_seed", "returns", "success", "success_rate", *SKILL_EVAL_KEYS}
 
 
 class EntryError(OffbenchError):
@@ -93,12 +97,14 @@ def forbidden_character(text: str) -> str | None:
 
 def builtin_names() -> list[str]:
     """The algorithm names an entry may give instead of an import path, sorted: offbench's offline
-    and goal-conditioned baselines (``offbench.algorithm.BUILTIN``) and its online meta-RL trainers
-    (``offbench.meta_runs.META_ALGORITHMS``, the only algorithms of the ``meta`` suite)."""
+    and goal-conditioned baselines (``offbench.algorithm.BUILTIN``), its online meta-RL trainers
+    (``offbench.meta_runs.META_ALGORITHMS``, the only algorithms of the ``meta`` suite) and its
+    skill-discovery methods (``offbench.skill_runs.SKILL_METHODS``, the only ones of the ``skills`` suite)."""
     from offbench.algorithm import BUILTIN
     from offbench.meta_runs import META_ALGORITHMS
+    from offbench.skill_runs import SKILL_METHODS
 
-    return sorted({*BUILTIN, *META_ALGORITHMS})
+    return sorted({*BUILTIN, *META_ALGORITHMS, *SKILL_METHODS})
 
 
 def import_path_problem(value: Any) -> str | None:
@@ -251,11 +257,13 @@ def _check_run(c: "_Checker", run: Any, where: str) -> None:
     run = c.obj(run, where, RUN_KEYS, required={"dataset", "seed", "dataset_sha256", "gradient_steps", "evaluations"})
     c.text(run["dataset"], f"{where}.dataset")
     c.integer(run["seed"], f"{where}.seed", low=0)
-    # null for a meta-suite run: a meta benchmark is an environment, not a dataset file (validate checks which)
+    # null for a meta- or skills-suite run: a meta benchmark or a skill environment is an environment, not a
+    # dataset file (validate checks which)
     if run["dataset_sha256"] is not None and (not isinstance(run["dataset_sha256"], str)
                                               or not SHA256_PATTERN.fullmatch(run["dataset_sha256"])):
         raise EntryError(c.path, f"{where}.dataset_sha256", "must be a 64-digit lower-case hex sha256 (null for a "
-                         "meta benchmark, which has no dataset file)", value=run["dataset_sha256"])
+                         "meta benchmark or a skill environment, which have no dataset file)",
+                         value=run["dataset_sha256"])
     if run.get("content_sha256") is not None and (not isinstance(run["content_sha256"], str)
                                                   or not SHA256_PATTERN.fullmatch(run["content_sha256"])):
         raise EntryError(c.path, f"{where}.content_sha256", "must be null or a 64-digit hex sha256",
@@ -289,6 +297,12 @@ def _check_run(c: "_Checker", run: Any, where: str) -> None:
             c.number(rate, f"{w}.success_rate")
             if not 0.0 <= rate <= 1.0:
                 raise EntryError(c.path, f"{w}.success_rate", "must lie in [0, 1]", value=rate)
+        for key in SKILL_EVAL_KEYS:  # a count of cells, or a number; validate checks them against the suite
+            if ev.get(key) is not None:
+                if key == "coverage":
+                    c.integer(ev[key], f"{w}.coverage", low=0)
+                else:
+                    c.number(ev[key], f"{w}.{key}")
 
 
 class _Checker:

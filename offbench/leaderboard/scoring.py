@@ -22,6 +22,17 @@ function ``offbench.meta_runs`` scores its evaluation rows with (``normalized_sc
 restricts to some of its datasets (``[overrides.X].datasets``, e.g. PEARL: continuous actions
 only) is scored on those; its entry is not ``complete`` and the board does not rank it against
 the entries that ran every dataset.
+
+A ``skills``-suite run names a skill environment (``offbench.envs.skill_environments``), and its
+score is not an average over episodes: an evaluation's score is its ``coverage``, the distinct cells
+its seeded rollouts visit together (the value ``offbench.skill_runs`` writes into results.csv's
+``normalized_score``, which ``offbench report`` aggregates), in cells, higher is better; a run's
+headline is the protocol's rule over those, with a standard error of 0 (one number per evaluation,
+so ``verify``'s interval is the seeds' range). Aggregates follow as for the other suites, and the
+board ranks a skills protocol per environment (``offbench.leaderboard.build.make_groups``): cells of
+different environments are not comparable. Beside it, ``EntryScores.classifier`` holds the
+independent classifier's held-out accuracy by the same headline rule, with its chance 1 / K', for
+methods with skills.
 """
 from __future__ import annotations
 
@@ -48,6 +59,17 @@ def reference(card) -> tuple[float, float] | None:
     return float(ref["random"]), float(ref["expert"])
 
 
+def skill_headline(evaluations: list[dict], key: str, headline) -> float | None:
+    """The protocol's headline rule over a skills run's evaluations' measurement ``key``
+    (``coverage``, ``classifier_accuracy``, ...), in step order; None where an evaluation lacks it."""
+    from offbench.protocol import headline_score
+
+    values = [ev.get(key) for ev in sorted(evaluations, key=lambda ev: ev["step"])]
+    if not values or any(v is None for v in values):
+        return None
+    return float(headline_score([float(v) for v in values], headline))
+
+
 def episode_scores(returns: list[float], source) -> list[float]:
     """Per-episode scores of one evaluation: normalised with the card's reference returns (raw
     returns without them), or, for a meta benchmark (``MetaBenchmark``), each trial's normalised
@@ -61,10 +83,12 @@ def episode_scores(returns: list[float], source) -> list[float]:
 
 def is_normalised(source) -> bool:
     """Are ``source``'s scores normalised (aggregated on the board)? A meta benchmark always has
-    its references; a card needs its random and expert returns."""
+    its references; a card needs its random and expert returns. A skill environment's coverage has
+    no reference, but it is the suite's score (in cells) and aggregated as ``offbench report`` does."""
     from offbench.envs.meta.benchmarks import MetaBenchmark
+    from offbench.envs.skill_environments import SkillEnvironment
 
-    return isinstance(source, MetaBenchmark) or reference(source) is not None
+    return isinstance(source, (MetaBenchmark, SkillEnvironment)) or reference(source) is not None
 
 
 def normalise(returns: list[float], ref: tuple[float, float] | None) -> list[float]:
@@ -88,7 +112,12 @@ def _mean_stderr(values: list[float]) -> tuple[float, float]:
 def run_headline(evaluations: list[dict], source, headline) -> tuple[float, float]:
     """``(headline score, its standard error)`` of one run, scored by :func:`episode_scores` (a
     card or a meta benchmark); the standard error is that of the mean of the headline evaluations'
-    means (independent episodes)."""
+    means (independent episodes). A skills run (``source`` a ``SkillEnvironment``) scores its
+    evaluations' coverage (:func:`skill_headline`), one number per evaluation: standard error 0."""
+    from offbench.envs.skill_environments import SkillEnvironment
+
+    if isinstance(source, SkillEnvironment):
+        return skill_headline(evaluations, "coverage", headline), 0.0
     return headline_of(evaluations, lambda returns: episode_scores(returns, source), headline)
 
 
@@ -135,6 +164,25 @@ class DatasetScores:
 
 
 @dataclass
+class ClassifierScores:
+    """A skills entry's independent-classifier accuracy on one environment: each seed's value by the
+    protocol's headline rule, and chance (1 / K', from the final evaluations). Shown, never ranked."""
+
+    dataset: str
+    seeds: list[int]
+    accuracies: list[float]  # headline rule per seed, in seed order
+    chance: float
+
+    @property
+    def mean(self) -> float:
+        return sum(self.accuracies) / len(self.accuracies)
+
+    @property
+    def stderr(self) -> float:
+        return _mean_stderr(self.accuracies)[1]
+
+
+@dataclass
 class D4RLScores:
     """An entry's headline scores normalised with D4RL's reference returns instead of the
     datasets' own (``offbench.evaluation.literature``), for comparison with papers: the datasets
@@ -161,6 +209,8 @@ class EntryScores:
     #: the entry ran every dataset of the protocol; False for an algorithm the protocol restricts to
     #: some of them (``[overrides.X].datasets``): its aggregate is over those only, and it is not ranked
     complete: bool = True
+    #: skills suite: the independent classifier's accuracy per environment (methods with skills only)
+    classifier: dict[str, ClassifierScores] = field(default_factory=dict)
 
 
 def score_entry(entry: dict[str, Any], protocol) -> EntryScores:
@@ -187,7 +237,12 @@ def score_entry(entry: dict[str, Any], protocol) -> EntryScores:
             dataset=dataset, normalized=is_normalised(card), seeds=seeds,
             scores=[p[0] for p in pairs], stderrs=[p[1] for p in pairs],
             final_success=sum(rates) / len(rates) if len(rates) == len(runs) and rates else None)
-        ref = d4rl_reference(dataset)
+        accuracies = [skill_headline(r["evaluations"], "classifier_accuracy", protocol.headline) for r in runs]
+        if runs and all(a is not None for a in accuracies):  # a skills method with skills
+            chances = [float(ev["classifier_chance"]) for ev in finals]
+            result.classifier[dataset] = ClassifierScores(dataset=dataset, seeds=seeds, accuracies=accuracies,
+                                                          chance=sum(chances) / len(chances))
+        ref = d4rl_reference(dataset) if protocol.suite != "skills" else None  # coverage: not a return
         if ref is not None:
             pairs = [reference_headline(r["evaluations"], (ref.random, ref.expert), protocol.headline) for r in runs]
             d4rl[dataset] = DatasetScores(dataset=dataset, normalized=True, seeds=seeds,

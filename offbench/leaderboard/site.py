@@ -10,7 +10,10 @@ D4RL also has gets a second, labelled section with the same runs normalised with
 returns (``EntryScores.d4rl``), for comparison with papers; the ranking never uses it. A meta-suite
 group's scores are normalised trial returns (``offbench.evaluation.report.META_UNIT``), listed with
 each benchmark's random and reference trial returns; an entry of an algorithm the protocol runs on
-some of its benchmarks only is shown, unranked, below the ranked ones.
+some of its benchmarks only is shown, unranked, below the ranked ones. A skills-suite group is one
+environment of a skills protocol: its scores are coverage in cells (``offbench.evaluation.skill_report.SKILL_UNIT``),
+shown beside the independent classifier's accuracy and its chance, with uniform random actions marked
+as the reference.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from offbench.evaluation.colors import assign_colors
 from offbench.evaluation.literature import D4RL_TITLE, d4rl_reference
 from offbench.evaluation.report import META_UNIT
 from offbench.evaluation.results import SUCCESS_UNIT, success_scored
+from offbench.evaluation.skill_report import SKILL_UNIT
 from offbench.leaderboard.schema import URL_PATTERN
 
 
@@ -49,9 +53,21 @@ class Group:
         return self.protocol.suite == "meta"
 
     @property
+    def skills(self) -> bool:
+        """A skills-suite table: one environment (``offbench.envs.skill_environments``) of a skills protocol."""
+        return self.protocol.suite == "skills"
+
+    @property
     def item(self) -> str:
-        """What the table's columns of runs are: ``benchmark`` (meta suite) or ``dataset``."""
-        return "benchmark" if self.meta else "dataset"
+        """What the table's columns of runs are: ``benchmark`` (meta suite), ``environment`` (skills
+        suite) or ``dataset``."""
+        return "benchmark" if self.meta else "environment" if self.skills else "dataset"
+
+    @property
+    def title(self) -> str:
+        """The table's heading (plain text): suite and protocol, and a skills table's environment."""
+        title = f"Suite {self.suite}, protocol {self.protocol.name}"
+        return title + (f", environment {self.datasets[0]}" if self.skills else "")
 
     @property
     def ranks(self) -> list[int | None]:
@@ -74,10 +90,12 @@ class Group:
     @property
     def score_label(self) -> str:
         """What the table's scores are: ``normalised trial return`` on a meta-suite table (``offbench
-        report``'s label), ``success rate (%)`` where every dataset's normalised score is a success
-        percentage (the goal suite), else ``normalised score``."""
+        report``'s label), ``coverage (cells)`` on a skills-suite table, ``success rate (%)`` where every
+        dataset's normalised score is a success percentage (the goal suite), else ``normalised score``."""
         if self.meta:
             return META_UNIT
+        if self.skills:
+            return SKILL_UNIT
         return SUCCESS_UNIT if self.datasets and all(success_scored(d) for d in self.datasets) else "normalised score"
 
     @property
@@ -166,7 +184,7 @@ def iqm_figure(group: Group):
                 ecolor="#222222", capsize=3)
         ax.set_yticks(ys, [entry["name"] for entry, _ in ranked])
         ax.set_xlabel(f"IQM {group.score_label} (95% stratified-bootstrap CI)")
-        ax.set_title(f"{group.suite} / {group.protocol.name}")
+        ax.set_title(nav_label(group))
     return fig
 
 
@@ -197,10 +215,10 @@ def datasets_figure(group: Group):
         ax.grid(axis="x", color="#eeeeee")
         ax.set_axisbelow(True)
         ax.set_xlabel(f"headline {group.score_label}, mean ± standard error over seeds"
-                      if group.score_label in (SUCCESS_UNIT, META_UNIT)
+                      if group.score_label in (SUCCESS_UNIT, META_UNIT, SKILL_UNIT)
                       else "headline score, mean ± standard error over seeds "
                       "(normalised where the task has reference scores)")
-        ax.set_title(f"{group.suite} / {group.protocol.name}: per-{group.item} scores")
+        ax.set_title(f"{nav_label(group)}: per-{group.item} scores")
         fig.legend(loc="outside right upper", title="entry (by rank)", fontsize=8, title_fontsize=8, frameon=False)
     return fig
 
@@ -239,6 +257,42 @@ META_NOTE = (f"Scores are the {META_UNIT}: 100 (trial return - random) / (refere
              "benchmark's exact Bayes-optimal trial return, or the per-task oracle's (offbench/envs/meta/"
              "benchmarks.py; the score offbench report gives): 0 = random, 100 = the reference, which no policy "
              "beats in expectation.")
+
+
+SKILL_NOTE = (f"Scores are the {SKILL_UNIT}: the number of distinct cells (1 x 1 cells of the x-y plane; on "
+              "HalfCheetah, 1 m/s bins of the x velocity) that an evaluation's seeded rollouts visit together, start included "
+              "(METRA's state coverage), counted by code the agent never trains (offbench/evaluation/skills.py; the "
+              "score offbench report gives). Higher is better. There is no reference to normalise by, so each "
+              "environment has its own table, ranked by the IQM over seeds. Beside it, the independent "
+              "classifier's held-out accuracy at the same evaluations (mean ± standard error over seeds), next to "
+              "its chance 1 / K' for the method's K' evaluation skills, says how distinguishable the skills are; "
+              "it is not ranked, and methods without skills have none.")
+
+
+def skill_reference_note(group: Group, escape) -> str:
+    """Which rows of a skills table are the reference (uniform random actions, algorithm ``random``),
+    entry names through ``escape`` (:func:`md` or :func:`e`); empty when there are none."""
+    names = [escape(entry["name"]) for entry, _ in group.rows if is_skill_reference(entry)]
+    if not group.skills or not names:
+        return ""
+    return (f"Reference: {', '.join(names)} (uniform random actions, no learning): the coverage a method reaches "
+            "without discovering anything. It is ranked with the others; a method below it covers less than "
+            "random actions do.")
+
+
+def is_skill_reference(entry: dict) -> bool:
+    """A skills entry of uniform random actions (``random``), the suite's reference row."""
+    return entry["suite"] == "skills" and entry["algorithm"]["import_path"] == "random"
+
+
+def classifier_text(group: Group, s, digits: int = 2) -> str:
+    """A skills row's classifier cell: ``mean ± standard error (chance c)`` over seeds on the table's
+    environment, or ``- (no skills)``."""
+    scores = s.classifier.get(group.datasets[0])
+    if scores is None:
+        return "- (no skills)"
+    spread = f" ± {scores.stderr:.{digits}f}" if len(scores.accuracies) > 1 else ""
+    return f"{scores.mean:.{digits}f}{spread} (chance {scores.chance:.{digits}f})"
 
 
 def meta_references(group: Group) -> list[tuple[str, float, float, str]]:
@@ -285,7 +339,8 @@ def render_readme(groups: list[Group], figures: dict[str, bytes]) -> str:
              "Every number below is recomputed from those returns (submitted aggregates are never used):",
              "a run's score is the protocol's headline rule over its evaluations' mean normalised scores",
              "(normalised with each dataset's own random and expert returns, its card's reference scores),",
-             f"(on goal-suite tables that is the {SUCCESS_UNIT}: the goal cards' reference returns are 0 and 1),",
+             f"(on goal-suite tables that is the {SUCCESS_UNIT}: the goal cards' reference returns are 0 and 1;",
+             f"on skills-suite tables the {SKILL_UNIT} of an evaluation's rollouts, one table per environment),",
              "and a table's aggregate is the IQM over seeds x datasets with a 95% stratified-bootstrap",
              "interval (drawn as `offbench report` draws it: the same scores give the same interval).",
              f"Entries are {RANK_RULE}.", "",
@@ -293,26 +348,38 @@ def render_readme(groups: list[Group], figures: dict[str, bytes]) -> str:
              "`verify`). The browsable board is `site/index.html`.", ""]
     for group in groups:
         p = group.protocol
-        lines += [f"## Suite `{group.suite}`, protocol `{p.name}`", "",
-                  f"Headline: {p.headline.describe()}; score: {group.score_label}; {len(p.seeds)} seeds x "
-                  f"{len(p.datasets)} {group.item}s.", ""]
+        heading = f"## Suite `{group.suite}`, protocol `{p.name}`"
+        if group.skills:
+            heading += f", environment `{md(group.datasets[0])}`"
+        runs = f"{len(p.seeds)} seeds x 1 environment" if group.skills else f"{len(p.seeds)} seeds x " \
+            f"{len(p.datasets)} {group.item}s"
+        lines += [heading, "", f"Headline: {p.headline.describe()}; score: {group.score_label}; {runs}.", ""]
         if group.meta:
             lines += [META_NOTE, "", "| benchmark | random | reference | kind |", "|---|---:|---:|---|"]
             lines += [f"| {md(b)} | {random:.3f} | {reference:.3f} | {md(kind)} |"
                       for b, random, reference, kind in meta_references(group)] + [""]
+        if group.skills:
+            lines += [SKILL_NOTE, ""]
         if f"{group.key}-iqm.svg" in figures:
             lines += [f"![IQM of {group.key}](site/figures/{group.key}-iqm.svg)", ""]
-        lines += ["| rank | entry | algorithm | IQM [95% CI] | mean | selection | authors | links |",
-                  "|---:|---|---|---|---:|---|---|---|"]
+        if group.skills:
+            lines += ["| rank | entry | method | IQM [95% CI] | mean | classifier accuracy (chance) | selection | "
+                      "authors | links |", "|---:|---|---|---|---:|---|---|---|---|"]
+        else:
+            lines += ["| rank | entry | algorithm | IQM [95% CI] | mean | selection | authors | links |",
+                      "|---:|---|---|---|---:|---|---|---|"]
         for rank, (entry, s) in zip(group.ranks, group.rows):
             ci = iqm_ci_text(s.iqm, s.ci)
             links = " ".join(f"[{label}]({url})" for label, url in
                              (("paper", safe_url(entry["paper"])), ("code", safe_url(entry["code"]))) if url)
-            lines.append(f"| {rank or '-'} | {md(entry['name'])} | {md(entry['algorithm']['name'])} | {ci} | "
-                         f"{fmt(s.mean)} | {md(selection_text(entry))} | {md(', '.join(entry['authors'])) or '-'} | "
-                         f"{links or '-'} |")
+            algorithm = md(entry["algorithm"]["name"]) + (" (reference)" if is_skill_reference(entry) else "")
+            classifier = f" {classifier_text(group, s)} |" if group.skills else ""
+            lines.append(f"| {rank or '-'} | {md(entry['name'])} | {algorithm} | {ci} | {fmt(s.mean)} |{classifier} "
+                         f"{md(selection_text(entry))} | {md(', '.join(entry['authors'])) or '-'} | {links or '-'} |")
         if group.unranked:
             lines += ["", unranked_note(group, md)]
+        if skill_reference_note(group, md):
+            lines += ["", skill_reference_note(group, md)]
         lines += ["", f"Per-{group.item} headline scores (mean ± standard error over the {len(p.seeds)} seeds, the "
                   "cells of `offbench report`'s table):", "",
                   f"| {group.item} | " + " | ".join(md(entry["name"]) for entry, _ in group.rows) + " |",
@@ -432,33 +499,45 @@ def _links(entry: dict) -> str:
 
 def _group_html(group: Group, figures: dict[str, bytes]) -> list[str]:
     p = group.protocol
-    out = [f'<section id="group-{e(group.key)}">', f"<h2>Suite {e(group.suite)}, protocol {e(p.name)}</h2>",
+    runs = "1 environment" if group.skills else f"{len(p.datasets)} {e(group.item)}s"
+    out = [f'<section id="group-{e(group.key)}">', f"<h2>{e(group.title)}</h2>",
            f"<p>Headline: {e(p.headline.describe())}; score: {e(group.score_label)}; {len(p.seeds)} seeds &times; "
-           f"{len(p.datasets)} {e(group.item)}s. "
+           f"{runs}. "
            f"Entries are {e(RANK_RULE)}. Click a column header to sort.</p>"]
     if group.meta:
         out += _meta_html(group)
+    if group.skills:
+        out.append(f"<p>{e(SKILL_NOTE)}</p>")
     if f"{group.key}-iqm.svg" in figures:
         out.append(_figure(f"{group.key}-iqm.svg", f"IQM with 95% intervals, {group.key}"))
+    columns = [("rank", True), ("entry", False), ("method" if group.skills else "algorithm", False), ("IQM", True),
+               ("CI low", True), ("CI high", True), ("mean", True)]
+    columns += [("classifier accuracy", True), ("chance", True)] if group.skills else []
+    columns += [("selection", False), ("authors", False), ("links", False)]
     out.append(f'<div class="scroll"><table class="sortable board" id="board-{e(group.key)}"><thead><tr>'
-               + "".join(_th(label, numeric) for label, numeric in
-                         (("rank", True), ("entry", False), ("algorithm", False), ("IQM", True),
-                          ("CI low", True), ("CI high", True), ("mean", True), ("selection", False),
-                          ("authors", False), ("links", False)))
-               + "</tr></thead><tbody>")
+               + "".join(_th(label, numeric) for label, numeric in columns) + "</tr></thead><tbody>")
     for order, (rank, (entry, s)) in enumerate(zip(group.ranks, group.rows), 1):
         ci = s.ci or (None, None)
+        algorithm = entry["algorithm"]["name"] + (" (reference)" if is_skill_reference(entry) else "")
         cells = [_td(str(rank or "-"), "" if rank is None else str(rank), True),
                  _td(f'<a href="#entry-{e(group.key)}-{e(entry["name"])}">{e(entry["name"])}</a>', entry["name"]),
-                 _td(e(entry["algorithm"]["name"]), entry["algorithm"]["name"]),
+                 _td(e(algorithm), algorithm),
                  _td(fmt(s.iqm), sort_value(s.iqm), True), _td(fmt(ci[0]), sort_value(ci[0]), True),
-                 _td(fmt(ci[1]), sort_value(ci[1]), True), _td(fmt(s.mean), sort_value(s.mean), True),
-                 _td(e(selection_text(entry)), selection_text(entry)),
-                 _td(e(", ".join(entry["authors"])) or "-", ", ".join(entry["authors"])), _td(_links(entry), "")]
+                 _td(fmt(ci[1]), sort_value(ci[1]), True), _td(fmt(s.mean), sort_value(s.mean), True)]
+        if group.skills:
+            scores = s.classifier.get(group.datasets[0])
+            accuracy = None if scores is None else scores.mean
+            cells += [_td(e(classifier_text(group, s).split(" (chance")[0]), sort_value(accuracy), True),
+                      _td(fmt(None if scores is None else scores.chance, 2),
+                          sort_value(None if scores is None else scores.chance), True)]
+        cells += [_td(e(selection_text(entry)), selection_text(entry)),
+                  _td(e(", ".join(entry["authors"])) or "-", ", ".join(entry["authors"])), _td(_links(entry), "")]
         out.append(f'<tr data-order="{order}" data-entry="{e(entry["name"])}">' + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     if group.unranked:
         out.append(f'<p class="unranked">{e(unranked_note(group, str))}</p>')
+    if skill_reference_note(group, str):
+        out.append(f'<p class="reference">{e(skill_reference_note(group, str))}</p>')
     # per-dataset detail: datasets x entries
     out.append(f"<h3>Per-{e(group.item)} headline scores (mean &plusmn; standard error over the {len(p.seeds)} "
                "seeds, the cells of <code>offbench report</code>'s table)</h3>")
@@ -537,17 +616,24 @@ def _entry_html(group: Group, entry: dict, s) -> list[str]:
     out.append(f"<dt>compute</dt><dd><pre>{e(json.dumps(entry['compute'], indent=1, sort_keys=True))}</pre></dd>")
     out.append(f"<dt>config</dt><dd><pre>{e(json.dumps(entry['config'], indent=1, sort_keys=True))}</pre></dd></dl>")
     seeds = sorted({seed for d in s.datasets.values() for seed in d.seeds})
+    last = "classifier accuracy" if group.skills else "final success"  # a skills run has no task to succeed at
     out.append('<div class="scroll"><table class="sortable seeds"><thead><tr>' + _th(group.item, False)
-               + "".join(_th(f"seed {seed}", True) for seed in seeds) + _th("final success", True)
+               + "".join(_th(f"seed {seed}", True) for seed in seeds) + _th(last, True)
                + "</tr></thead><tbody>")
     for i, (d, ds) in enumerate(s.datasets.items(), 1):
         by_seed = dict(zip(ds.seeds, ds.scores))
         cells = [_td(_dataset(d), d)] + [_td(fmt(by_seed.get(seed), 2), sort_value(by_seed.get(seed)), True)
                                          for seed in seeds]
-        cells.append(_td(fmt(ds.final_success, 2), sort_value(ds.final_success), True))
+        value = (s.classifier[d].mean if d in s.classifier else None) if group.skills else ds.final_success
+        cells.append(_td(fmt(value, 2), sort_value(value), True))
         out.append(f'<tr data-order="{i}">' + "".join(cells) + "</tr>")
     out.append("</tbody></table></div></details>")
     return out
+
+
+def nav_label(group: Group) -> str:
+    """A table's link in the page's navigation: ``suite / protocol``, and a skills table's environment."""
+    return f"{group.suite} / {group.protocol.name}" + (f" / {group.datasets[0]}" if group.skills else "")
 
 
 def render_index(groups: list[Group], figures: dict[str, bytes]) -> str:
@@ -562,10 +648,11 @@ def render_index(groups: list[Group], figures: dict[str, bytes]) -> str:
             "<h1>offbench leaderboard</h1>",
             "<p>Every number is recomputed from the entries' raw per-episode evaluation returns: a run's "
             "score follows its protocol's headline rule on mean normalised scores (normalised with each "
-            f"dataset's own random and expert returns; on goal-suite tables the {e(SUCCESS_UNIT)}), and each table "
+            f"dataset's own random and expert returns; on goal-suite tables the {e(SUCCESS_UNIT)}; on skills-suite "
+            f"tables the {e(SKILL_UNIT)} of an evaluation's rollouts, one table per environment), and each table "
             "ranks entries by the IQM over seeds "
             "&times; datasets with a 95% stratified-bootstrap interval.</p>"]
-    body.append("<nav><ul>" + "".join(f'<li><a href="#group-{e(g.key)}">{e(g.suite)} / {e(g.protocol.name)}</a></li>'
+    body.append("<nav><ul>" + "".join(f'<li><a href="#group-{e(g.key)}">{e(nav_label(g))}</a></li>'
                                       for g in groups) + "</ul></nav>")
     for group in groups:
         body += _group_html(group, figures)

@@ -2,7 +2,13 @@
 
 A ``meta``-suite directory (``offbench reproduce meta``) names benchmarks, not dataset files: its
 runs get ``dataset_sha256`` null, their returns are trial returns, and ``settings`` come from the
-meta run's ``config.json``.
+meta run's ``config.json``. A ``skills``-suite directory (``offbench reproduce skills``) names skill
+environments, also without files: each evaluation keeps results.csv's skill measurements
+(``coverage``, ``final_distance`` and, for methods with skills, the classifier's
+``classifier_accuracy``, ``classifier_chance``, ``mi_lower_bound``, ``log_k``), and its returns are
+the rollouts' final distances. Only results.csv, manifest.json and protocol.toml are needed (a
+run's ``config.json``, where present, adds its settings), so a committed table such as
+``leaderboard/skills/`` makes entries without its run directories.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from offbench.errors import OffbenchError
-from offbench.leaderboard.schema import SCHEMA_VERSION, check_entry
+from offbench.leaderboard.schema import SCHEMA_VERSION, SKILL_EVAL_KEYS, check_entry
 
 
 def parse_selection(text: str) -> dict[str, Any]:
@@ -44,8 +50,8 @@ def _run_extras(run_dir: Path) -> tuple[dict, dict[int, list[bool]]]:
             extras["content_sha256"] = info["dataset"]["content_sha256"]
         if isinstance(info.get("algorithm_overrides"), dict):
             extras["settings"] = info["algorithm_overrides"]
-        elif "benchmark" in info and isinstance(info.get("settings"), dict):  # a meta run (offbench.meta_runs)
-            extras["settings"] = info["settings"]
+        elif ("benchmark" in info or "environment" in info) and isinstance(info.get("settings"), dict):
+            extras["settings"] = info["settings"]  # a meta run (offbench.meta_runs) or a skills run (skill_runs)
     evaluations = run_dir / "evaluations.jsonl"
     if evaluations.is_file():
         for line in evaluations.read_text().splitlines():
@@ -81,7 +87,8 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
         raise OffbenchError(f"{results_dir}: {len(failed)} run(s) of {algorithm} did not finish ({shown}); "
                             "re-run `offbench reproduce` with the same --out to finish them, then submit")
     hashes = manifest.get("dataset_sha256") or {}
-    meta = protocol.suite == "meta"  # benchmarks: no dataset files, no hashes
+    meta = protocol.suite in ("meta", "skills")  # benchmarks or environments: no dataset files, no hashes
+    skills = protocol.suite == "skills"
     sub = table[table["algorithm"].astype(str) == algorithm].sort_values(["dataset", "seed", "step"], kind="stable")
     runs = []
     for (dataset, seed), group in sub.groupby(["dataset", "seed"], sort=True):
@@ -100,6 +107,10 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
             rate = _finite(row.success_rate) if row.success_rate == row.success_rate else None
             if rate is not None:
                 ev["success_rate"] = rate
+            if skills:  # the evaluation's measurements (NaN in results.csv: the method has no skills)
+                for key in SKILL_EVAL_KEYS:
+                    value = _finite(getattr(row, key))
+                    ev[key] = None if value is None else int(value) if key == "coverage" else value
             evaluations.append(ev)
         runs.append({"dataset": str(dataset), "seed": int(seed), "dataset_sha256": None if meta else hashes[dataset],
                      "gradient_steps": int(group["step"].max()), **extras, "evaluations": evaluations})

@@ -12,10 +12,15 @@ instantiated (:func:`import_algorithm`).
 A ``meta``-suite entry names one of offbench's own meta-RL trainers (``offbench.meta_runs``:
 RL², MAML, PEARL, DREAM), never an import path, so its re-runs import nothing the entry names: they
 run ``offbench reproduce``'s meta runs under the protocol and are scored as the board scores them.
+A ``skills``-suite entry likewise names one of offbench's skill-discovery methods
+(``offbench.skill_runs.SKILL_METHODS``): its re-runs are ``offbench.skill_runs.train_skill_run`` runs
+(through ``offbench reproduce``'s run), evaluated at the fixed ``EVAL_SEED``, and their coverage is
+compared; the classifier's accuracy is printed beside it.
 
 The interval of a dataset (``DatasetScores.interval``): the entry's headline scores over seeds,
 min..max, widened on both sides by ``VERIFY_STDERR_MULTIPLE`` (2) times the largest per-seed
-headline standard error (the standard error of the mean over the headline evaluations' episodes).
+headline standard error (the standard error of the mean over the headline evaluations' episodes;
+0 for a skills run's coverage, one count per evaluation, so its interval is the seeds' range).
 """
 from __future__ import annotations
 
@@ -206,8 +211,8 @@ def verify_entry(path: str | Path, k: int, *, yes: bool = False, sample_seed: in
                  work_dir: str | Path | None = None, log: Callable[[str], None] = print,
                  ask: Callable[[str], str] = input) -> bool:
     """Re-run ``k`` sampled pairs; True if every re-run headline lies in the entry's interval."""
-    from offbench.evaluation.results import dataset_slug
-    from offbench.leaderboard.scoring import run_headline, score_entry
+    from offbench.evaluation.results import SKILL_COLUMNS, dataset_slug
+    from offbench.leaderboard.scoring import run_headline, score_entry, skill_headline
     from offbench.leaderboard.validate import run_source
     from offbench.reproduce import RunSpec, algorithm_dirname, execute_run
 
@@ -218,10 +223,14 @@ def verify_entry(path: str | Path, k: int, *, yes: bool = False, sample_seed: in
     log(f"verify {entry['name']}: re-running {len(pairs)} of {len(entry['runs'])} runs under protocol "
         f"{protocol.name!r} (sample seed {sample_seed})")
     meta = protocol.suite == "meta"  # validated: one of offbench's meta-RL trainers
+    skills = protocol.suite == "skills"  # validated: one of offbench's skill-discovery methods
     code = None
     if meta:
         log(f"  code to run: offbench's built-in meta-RL trainer {algorithm!r} (offbench.meta_runs, baselines/meta/); "
             "nothing the entry names is imported")
+    elif skills:
+        log(f"  code to run: offbench's built-in skill-discovery method {algorithm!r} (offbench.skill_runs."
+            "train_skill_run, baselines/skills/); nothing the entry names is imported")
     else:
         code = plan_code(algorithm)  # reads files only; refuses what is not an Algorithm class in source
         for line in code.describe():
@@ -258,13 +267,19 @@ def verify_entry(path: str | Path, k: int, *, yes: bool = False, sample_seed: in
                 ok = False
                 log(f"FAIL {dataset} seed {seed}: the re-run failed: {(result['error'] or '').splitlines()[0]}")
                 continue
-            evaluations = [{"step": int(r["step"]), "returns": _returns(r["returns"])} for r in result["rows"]]
+            evaluations = [{"step": int(r["step"]), "returns": _returns(r["returns"]),
+                            **{k: r[k] for k in SKILL_COLUMNS if r.get(k) is not None}} for r in result["rows"]]
             score, _ = run_headline(evaluations, run_source(protocol, dataset), protocol.headline)
             entry_score = dict(zip(scores.datasets[dataset].seeds, scores.datasets[dataset].scores))[seed]
             inside = low <= score <= high
             ok &= inside
             log(f"{'ok  ' if inside else 'FAIL'} {dataset} seed {seed}: re-run {score:.2f}, entry {entry_score:.2f}, "
                 f"interval [{low:.2f}, {high:.2f}]")
+            if skills and dataset in scores.classifier:  # shown, not judged: the headline is the coverage
+                classifier = scores.classifier[dataset]
+                accuracy = skill_headline(evaluations, "classifier_accuracy", protocol.headline)
+                log(f"     classifier accuracy: re-run {'-' if accuracy is None else f'{accuracy:.3f}'}, entry "
+                    f"{dict(zip(classifier.seeds, classifier.accuracies))[seed]:.3f} (chance {classifier.chance:.3f})")
     finally:
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
