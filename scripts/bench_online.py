@@ -15,9 +15,11 @@ Prints one JSON object per line: the machine, then per environment
   resets, nothing else): the ceiling for any agent on it;
 - ``sac``: environment steps per second *with one gradient update per step* (batch 256, 2x256
   networks, twin critics, learned temperature: both libraries' defaults agree), timed over the
-  steps after the warm-up (the uniform-action steps before the first update are excluded), for
+  steps after the warm-up and the first 10 updates (the uniform-action steps before the first
+  update, and a compiled update's compile time, are excluded), for
   offbench's ``OnlineRun`` (``offbench online train sac``: its replay buffer also keeps every step's
-  simulator state, for OPE) and SB3's ``SAC``;
+  simulator state, for OPE) and SB3's ``SAC``; with ``--compile`` also offbench's SAC with its
+  compiled update (``--set compile=true``, opt-in);
 - ``ppo``: environment steps per second of PPO (8 vectorised environments, 128 steps each per
   update, 4 epochs of 4 minibatches, 2x64 tanh networks: both libraries' settings made equal),
   over the whole run, on the meta-RL suite's environments (``offbench/PointRobot-v0``,
@@ -84,21 +86,24 @@ def measure_simulator(env_id: str, steps: int, kind: str) -> float:
     return steps / (clock(kind) - start)
 
 
-def measure_offbench_sac(env_id: str, warmup: int, steps: int, kind: str) -> float:
+def measure_offbench_sac(env_id: str, warmup: int, steps: int, kind: str, compiled: bool = False) -> float:
+    """offbench's SAC steps/s over the ``steps`` after the warm-up and the first 10 updates (the
+    compiled update compiles on its first calls: excluded from the rate, as in bench_train)."""
     from offbench.online import OnlineConfig, OnlineRun
 
-    total = warmup + steps
+    start, total = warmup + 10, warmup + steps
     marks = {}
 
     def on_step(step: int) -> None:
-        if step in (warmup, total):
+        if step in (start, total):
             marks[step] = clock(kind)
 
     with tempfile.TemporaryDirectory() as out:
         config = OnlineConfig(env_id=env_id, algo="sac", steps=total, seed=0, warmup_steps=warmup,
-                              eval_every=10 * total, snapshot_every=10 * total, checkpoint_every=10 * total, threads=1)
+                              eval_every=10 * total, snapshot_every=10 * total, checkpoint_every=10 * total, threads=1,
+                              agent={"compile": True} if compiled else {})
         OnlineRun(config, out).train(progress=False, on_step=on_step)
-    return steps / (marks[total] - marks[warmup])
+    return (total - start) / (marks[total] - marks[start])
 
 
 def measure_sac_matmul_floor(env_id: str, kind: str) -> float:
@@ -218,6 +223,7 @@ def measure_sb3_ppo(env_id: str, steps: int, kind: str) -> dict:
 
 
 MEASURES = {"simulator": measure_simulator, "offbench_sac": measure_offbench_sac, "sb3_sac": measure_sb3_sac,
+            "offbench_sac_compiled": lambda *a: measure_offbench_sac(*a, compiled=True),
             "sac_matmul_floor": measure_sac_matmul_floor,
             "offbench_ppo": measure_offbench_ppo, "sb3_ppo": measure_sb3_ppo}
 
@@ -241,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer steps (minutes)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--only", choices=["sac", "ppo"], help="one of the two comparisons")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time SAC with its compiled update (SACConfig.compile; needs a C++ compiler)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="fresh processes per PPO and simulator measurement, the fastest reported "
                              "(default 3; 1 with --quick); SAC's long runs are measured once")
@@ -272,11 +280,17 @@ def main(argv: list[str] | None = None) -> int:
         for env_id in SAC_ENVS:
             simulator = best_of("simulator", [env_id, 20000])
             ours = run_one("offbench_sac", [env_id, sac_warmup, sac_steps], args.clock, args.sb3)
+            compiled = run_one("offbench_sac_compiled", [env_id, sac_warmup, sac_steps], args.clock, args.sb3) \
+                if args.compile else None
             theirs = run_one("sb3_sac", [env_id, sac_warmup, sac_steps], args.clock, args.sb3) if args.sb3 else None
             floor_ms = run_one("sac_matmul_floor", [env_id], args.clock, args.sb3)
             # the ratio offbench would reach if each of its steps cost only its update's matmuls
             ceiling = None if theirs is None else round(1000.0 / theirs / floor_ms, 2)
-            emit("sac_env_steps_per_s_with_updates", env_id, ours, theirs, simulator, 2.0,
+            extra = {} if compiled is None else {
+                "offbench_compiled_steps_per_s": round(compiled, 1),
+                "compiled_ratio_to_sb3": None if theirs is None else round(compiled / theirs, 2),
+                "compiled_matmul_fraction_of_step": round(floor_ms * compiled / 1000.0, 3)}
+            emit("sac_env_steps_per_s_with_updates", env_id, ours, theirs, simulator, 2.0, **extra,
                  update_matmul_floor_ms=round(floor_ms, 3), offbench_step_ms=round(1000.0 / ours, 3),
                  matmul_fraction_of_step=round(floor_ms * ours / 1000.0, 3), ratio_to_sb3_ceiling=ceiling)
     if args.only in (None, "ppo"):
