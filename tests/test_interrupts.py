@@ -61,10 +61,28 @@ def slow_algorithm(tmp_path, monkeypatch):
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
+def _default_sigint() -> None:
+    """SIGINT's default disposition in the child: a test run started as a shell's background job
+    (``pytest &``) ignores SIGINT, and an ignored SIGINT is inherited (Python then keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(command: list[str], env: dict, sleep: float) -> subprocess.Popen:
-    """``offbench COMMAND`` in a new session (so a group signal reaches it and its workers only)."""
+    """``offbench COMMAND`` in a new session (so a group signal reaches it and its workers only),
+    with SIGINT's default disposition whatever this process's is, as a terminal's command has."""
     return subprocess.Popen([OFFBENCH, *command], env={**env, "OFFBENCH_TEST_SLEEP": str(sleep)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
+
+
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own SIGINT handler in this process for the test, as in a terminal (a background job's
+    pytest starts with SIGINT ignored, and interrupt_requests then, rightly, changes nothing)."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def wait_for_rows(paths: list[Path], proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -130,7 +148,7 @@ def without_timing(rows: list[dict]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- offbench train
-def test_sigint_becomes_a_request_a_duplicate_is_ignored_and_a_second_one_interrupts():
+def test_sigint_becomes_a_request_a_duplicate_is_ignored_and_a_second_one_interrupts(python_sigint_handler):
     from offbench.train import DUPLICATE_SIGINT_SECONDS, interrupt_requests
 
     with interrupt_requests() as requested:
