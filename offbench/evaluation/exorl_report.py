@@ -86,7 +86,7 @@ def markdown_lines(comparison: dict) -> list[str]:
              "difference for TD3.", ""]
     for task, entry in comparison.items():
         sources = entry["sources"]
-        lines += [f"### {task}", ""]
+        lines += [f"**{task}**", ""]
         if entry["replay"] is None:
             lines += [f"No `{REPLAY_SOURCE}` dataset for this task in this run: exploratory scores only.", ""]
         header = ["learner", *sources, REPLAY_SOURCE, "best exploratory", "best − replay", "above"]
