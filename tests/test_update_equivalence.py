@@ -473,6 +473,13 @@ def test_direct_adams_equal_torch_adam_to_the_bit(kind, skip_a_gradient):
     assert calls == ["pre", "post"]
 
 
+def sac_batch(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random batch of online SAC's transitions: 5-number observations, 2 actions in [-1, 1]."""
+    return {"observations": torch.randn(n, 5, generator=g), "next_observations": torch.randn(n, 5, generator=g),
+            "actions": torch.rand(n, 2, generator=g) * 2 - 1, "rewards": torch.randn(n, generator=g),
+            "terminations": (torch.rand(n, generator=g) < 0.1).float()}
+
+
 def test_online_sac_update_equals_the_per_tensor_adam_update():
     """Online SAC on ForeachAdam takes the same steps, to the bit, as with torch.optim.Adam's default
     path (its replay and skill datasets were generated with that one)."""
@@ -489,9 +496,7 @@ def test_online_sac_update_equals_the_per_tensor_adam_update():
     reference.alpha_optim = torch.optim.Adam([reference.log_alpha], lr=3e-4, foreach=False)
     g = torch.Generator().manual_seed(1)
     for _ in range(5):
-        batch = {"observations": torch.randn(32, 5, generator=g), "next_observations": torch.randn(32, 5, generator=g),
-                 "actions": torch.rand(32, 2, generator=g) * 2 - 1, "rewards": torch.randn(32, generator=g),
-                 "terminations": (torch.rand(32, generator=g) < 0.1).float()}
+        batch = sac_batch(32, g)
         ours.update(batch)
         reference.update(batch)
     for (name, p), q in zip(ours.state_dict().items(), reference.state_dict().values()):
@@ -545,9 +550,7 @@ def test_online_sac_compiled_update_equals_the_eager_update():
     compiled = SAC(space_o, space_a, SACConfig(hidden=(32, 32), compile=True), seed=3)
     g = torch.Generator().manual_seed(1)
     for _ in range(6):
-        batch = {"observations": torch.randn(16, 5, generator=g), "next_observations": torch.randn(16, 5, generator=g),
-                 "actions": torch.rand(16, 2, generator=g) * 2 - 1, "rewards": torch.randn(16, generator=g),
-                 "terminations": (torch.rand(16, generator=g) < 0.1).float()}
+        batch = sac_batch(16, g)
         eager.update(batch)
         compiled.update(batch)
     for (name, p), q in zip(eager.state_dict().items(), compiled.state_dict().values()):
