@@ -461,7 +461,7 @@ class ForeachAdam(_DirectAdam):
     generates replay and skill data) or tables (PPO and RL²) keep Adam's numbers with this one.
     What it skips is ``Adam.step``'s per-call Python: grouping tensors by device, a host read of
     every parameter's step count, the profiler/hook wrapper (about 250 of 530 us per step of
-    PPO's 14 small parameters here). Every parameter of a group has taken the same number of
+    PPO's 12-13 small parameters here). Every parameter of a group has taken the same number of
     steps, so the bias corrections are computed once per group. Anything outside the plain case
     (a parameter without a gradient, step counts that differ, amsgrad, weight decay, maximize,
     complex parameters, a closure or a tensor hyperparameter) takes ``Adam.step``'s own path.

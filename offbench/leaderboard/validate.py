@@ -342,14 +342,19 @@ def _check_dataset_file(path, where: str, run: dict, card) -> None:
                          f"({card.content_sha256})", value=content, hint="re-run on the catalogue dataset")
 
 
+def _check_no_dataset_file(path, where: str, run: dict, what: str) -> None:
+    """An online suite's run (meta, skills) trains on an environment: it has no dataset file to hash."""
+    for key in ("dataset_sha256", "content_sha256"):
+        if run.get(key) is not None:
+            raise EntryError(path, f"{where}.{key}", f"must be null: {run['dataset']} is {what}, not a dataset "
+                             "file", value=run[key], hint="set it to null")
+
+
 def _check_meta_run(path, where: str, run: dict) -> None:
     """A meta run has no dataset file, and is evaluated on the fixed held-out tasks."""
     from offbench.envs.meta.benchmarks import EVAL_TASK_SEED
 
-    for key in ("dataset_sha256", "content_sha256"):
-        if run.get(key) is not None:
-            raise EntryError(path, f"{where}.{key}", f"must be null: {run['dataset']} is a meta benchmark (an "
-                             "environment), not a dataset file", value=run[key], hint="set it to null")
+    _check_no_dataset_file(path, where, run, "a meta benchmark (an environment)")
     for j, ev in enumerate(run["evaluations"]):
         if ev.get("eval_seed") is not None and ev["eval_seed"] != EVAL_TASK_SEED:
             raise EntryError(path, f"{where}.evaluations[{j}].eval_seed", f"meta runs are evaluated on the held-out "
@@ -373,10 +378,7 @@ def _check_skill_run(path, where: str, run: dict) -> None:
     """A skills run has no dataset file, and every evaluation plays the fixed seeded rollouts."""
     from offbench.skill_runs import EVAL_SEED
 
-    for key in ("dataset_sha256", "content_sha256"):
-        if run.get(key) is not None:
-            raise EntryError(path, f"{where}.{key}", f"must be null: {run['dataset']} is a skill environment, not a "
-                             "dataset file", value=run[key], hint="set it to null")
+    _check_no_dataset_file(path, where, run, "a skill environment")
     for j, ev in enumerate(run["evaluations"]):
         if ev.get("eval_seed") != EVAL_SEED:
             raise EntryError(path, f"{where}.evaluations[{j}].eval_seed", f"skills runs are evaluated on rollouts "
