@@ -64,6 +64,7 @@ class PEARLConfig:
     latent_dim: int = 5  # PEARL, point robot
     hidden: tuple[int, ...] = (300, 300, 300)  # PEARL: 3x300 for policy, critics and encoder
     kl_weight: float = 0.1  # beta (PEARL's kl_lambda)
+    reward_scale: float = 1.0  # rewards are multiplied by this in the critic's target (rlkit's point robot: 100, with alpha fixed at 1)
     lr: float = 3e-4
     gamma: float = 0.99
     tau: float = 0.005
@@ -149,7 +150,7 @@ class PEARL(nn.Module):
             zbar = zs.detach()
             a2, logp2 = self.actor(torch.cat([s2, zbar], -1), generator=self.generator)
             q_next = self.critic_target(torch.cat([s2, zbar], -1), a2).min(0).values
-            target = r + cfg.gamma * (1.0 - done) * (q_next - alpha * logp2)
+            target = cfg.reward_scale * r + cfg.gamma * (1.0 - done) * (q_next - alpha * logp2)
         q = self.critic(torch.cat([s, zs], -1), a)
         critic_loss = ((q - target) ** 2).mean(1).sum()
         kl = kl_to_standard_normal(mean, var).mean()
