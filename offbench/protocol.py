@@ -2,7 +2,8 @@
 
 A protocol is a TOML file (``offbench/protocols/<name>.toml`` ships ``smoke``, ``lite`` and
 ``full``, for the goal suite ``goal``, ``goal-full`` and ``goal-smoke``, for the meta-RL suite
-``meta-smoke`` and for the skill-discovery suite ``skills`` and ``skills-smoke``; any path works too)::
+``meta`` and ``meta-smoke``, for the skill-discovery suite ``skills`` and ``skills-smoke``, and for
+the ExORL table ``explore`` and ``explore-smoke``; any path works too)::
 
     name = "lite"
     suite = "lite"

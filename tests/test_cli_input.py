@@ -76,7 +76,7 @@ def test_unknown_algorithm_is_refused_before_any_dataset_is_built(tmp_path, caps
     (["train", "bc", "lite/pendulum/medium-v0", "--device", "tpu"], "device 'tpu' is not a torch device"),
     (["train", "bc", "lite/pendulum/medium-v0", "--set", "device=gpu"], "device 'gpu' is not a torch device"),
     (["reproduce", "lite", "--device", "cuda:x"], "device 'cuda:x' is not a torch device"),
-    (["reproduce", "meta"], "suite 'meta' has no table protocol yet, only 'meta-smoke'"),
+    (["reproduce", "meta", "--protocol", "lite"], "protocol 'lite' is for suite 'lite', not 'meta'"),
     (["reproduce", "meta", "--protocol", "smoke", "--algos", "pearl", "--datasets", "meta/gridnavi-v0"],
      "pearl runs on ['meta/point-robot-v0'] only"),
     (["reproduce", "meta", "--protocol", "smoke", "--datasets", "meta/gridnavy-v0"], "unknown meta benchmark"),

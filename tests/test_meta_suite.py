@@ -108,6 +108,21 @@ def test_reproduce_meta_smoke_runs_every_meta_algorithm(tmp_path, capsys):
     assert {d for a, d in runs if a == "dream"} == {"meta/signgrid-v0"}
     assert len(runs) == 10 and results.episode_returns.notna().all()
     assert "not run" not in table  # a dataset an algorithm is not planned on is not a missing run
+    # the meta section (offbench/evaluation/meta_report.py) recomputes every cell from results.csv
+    meta = json.loads((out / "report" / "report.json").read_text())["meta"]
+    final = results[results.final.astype(str) == "True"]
+    for (algorithm, dataset), rows in final.groupby(["algorithm", "dataset"]):
+        episodes = np.array(json.loads(rows.episode_returns.iloc[0]))  # one seed: [trials, K]
+        table_ = meta[dataset]
+        cell = table_["cells"][algorithm]
+        assert table_["trials"] == len(episodes) == 5
+        assert cell["trial_return"][0] == pytest.approx(episodes.sum(1).mean())
+        assert cell["regret"][0] == pytest.approx(table_["reference"] - episodes.sum(1).mean())
+        assert [e[0] for e in cell["episodes"]] == pytest.approx(episodes.mean(0).tolist())
+        assert (table_["random"], table_["reference"]) == pytest.approx(get_benchmark(dataset).references(5))
+    assert meta["meta/bandit-k5-n10-v0"]["published"]["rl2"] == 6.7  # Duan et al. 2016, Table 1 (n = 10, k = 5)
+    assert meta["meta/gridnavi-v0"]["published"] is None and meta["meta/signgrid-v0"]["cells"]["pearl"] is None
+    assert "## Meta-RL: trial returns, regret and adaptation" in table and "| rl2 | " in table
 
 
 def test_an_algorithm_may_be_restricted_to_some_datasets(tmp_path):
@@ -122,3 +137,16 @@ def test_an_algorithm_may_be_restricted_to_some_datasets(tmp_path):
     base.write_text(text.replace("meta/nope-v0", "meta/gridnavi-v0"))
     protocol = load_protocol(base)
     assert protocol.datasets_for("rl2") == ["meta/gridnavi-v0"] and protocol.datasets_for("maml") == ["meta/gridnavi-v0"]
+
+
+def test_the_meta_table_protocol_is_the_suites_default_and_runnable():
+    from offbench.protocol import check_runnable, protocol_for_suite
+
+    table = protocol_for_suite("meta")
+    assert table.name == "meta" and protocol_for_suite("meta", "smoke").name == "meta-smoke"
+    check_runnable(table)  # every algorithm's settings are valid for its benchmarks
+    assert table.seeds == [0, 1, 2] and table.algorithms == ["rl2", "maml", "pearl", "dream"]
+    assert table.datasets_for("pearl") == ["meta/point-robot-v0"]
+    assert table.datasets_for("dream") == ["meta/signgrid-v0"]
+    assert table.datasets_for("rl2") == sorted(BENCHMARKS)
+    assert table.train["final_eval_episodes"] == 200

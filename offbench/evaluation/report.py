@@ -41,6 +41,8 @@ from offbench.evaluation.literature import D4RL_SOURCE, D4RL_TITLE, OGBENCH_SOUR
 from offbench.evaluation.results import SUCCESS_UNIT, success_scored
 from offbench.evaluation.exorl_report import exorl_comparison
 from offbench.evaluation.exorl_report import markdown_lines as exorl_markdown_lines
+from offbench.evaluation.meta_report import markdown_lines as meta_markdown_lines
+from offbench.evaluation.meta_report import meta_tables
 from offbench.evaluation.skill_report import SKILL_SCORE, SKILL_UNIT, skill_tables, trajectory_figure
 from offbench.evaluation.skill_report import markdown_lines as skill_markdown_lines
 
@@ -305,6 +307,8 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                                      rng=lambda *labels: _rng(seed, *labels))} if protocol.suite == "skills" else {}
     # the explore suite: each learner on exploratory data against the task's replay data (ExORL)
     exorl = {"exorl": exorl_comparison(cells["headline"], datasets, algorithms)} if protocol.suite == "explore" else {}
+    # the meta suite: trial returns against the references, regret, adaptation curves (evaluation/meta_report.py)
+    meta = {"meta": meta_tables(done, algorithms, datasets)} if protocol.suite == "meta" else {}
     return {
         "results_dir": str(results_dir),
         "protocol": {"name": protocol.name, "suite": protocol.suite, "description": protocol.description,
@@ -331,7 +335,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "optimality_gap_gamma": stats.DEFAULT_GAMMA,
         "probability_of_improvement": poi, "performance_profiles": profiles, "learning_curves": curves,
         "missing_runs": missing, "notes": notes, "d4rl": d4rl, "settling": slopes,
-        "published": _published(datasets, algorithms), **skills, **exorl,
+        "published": _published(datasets, algorithms), **skills, **exorl, **meta,
     }
 
 
@@ -379,8 +383,8 @@ def _meta_reference_lines(report: dict) -> list[str]:
     for dataset in report["datasets"]:
         if is_meta_benchmark(dataset):
             benchmark = get_benchmark(dataset)
-            trials = max(int(n) for n in report.get("eval_trials", {}).get(dataset, [1])) \
-                if report.get("eval_trials") else 1
+            # the finished runs' final trial count (none finished yet, as in a partial report: 1)
+            trials = max(int(n) for n in (report.get("eval_trials") or {}).get(dataset) or [1])
             random, reference = benchmark.references(trials)
             lines.append(f"| {dataset} | {random:.3f} | {reference:.3f} | {benchmark.reference_kind} |")
     return lines + [""]
@@ -548,8 +552,9 @@ def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> l
     if marks:  # an aggregate over cells that are still moving ranks the budget, not the method
         counts = {a: sum(((marks.get(d, {}).get(a) or {}).get("verdict") in arrow) for d in view["datasets"])
                   for a in algos}
+        scored = {a: sum(view["cells"][d][a] is not None for d in view["datasets"]) for a in algos}  # its cells only
         lines.append(f"| **cells not settled (↑ / ↓)** | | " + " | ".join(
-            f"{counts[a]} of {len(view['datasets'])}" for a in algos) + " |")
+            f"{counts[a]} of {scored[a]}" for a in algos) + " |")
     return lines
 
 
@@ -642,6 +647,7 @@ def render_table_md(report: dict) -> str:
     if report.get("skills"):
         lines += skill_markdown_lines(report["skills"], report["algorithms"], len(report["protocol"]["seeds"]))
     lines += exorl_markdown_lines(report.get("exorl") or {})
+    lines += meta_markdown_lines(report.get("meta") or {}, report["algorithms"])
     lines += _published_lines(report)
     lines += _per_task_lines(report)
     if report["notes"]:
