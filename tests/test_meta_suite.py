@@ -109,7 +109,11 @@ def test_reproduce_meta_smoke_runs_every_meta_algorithm(tmp_path, capsys):
     assert len(runs) == 10 and results.episode_returns.notna().all()
     assert "not run" not in table  # a dataset an algorithm is not planned on is not a missing run
     # the meta section (offbench/evaluation/meta_report.py) recomputes every cell from results.csv
-    meta = json.loads((out / "report" / "report.json").read_text())["meta"]
+    report = json.loads((out / "report" / "report.json").read_text())
+    # PEARL and DREAM run on one benchmark each: shown, not aggregated, and no benchmark is dropped for them
+    assert report["aggregate_algorithms"] == ["rl2", "maml"] and len(report["aggregate_datasets"]) == 4
+    assert "pearl: shown with its cells, left out of the aggregates (the protocol runs it on 1 of 4 datasets)" in table
+    meta = report["meta"]
     final = results[results.final.astype(str) == "True"]
     for (algorithm, dataset), rows in final.groupby(["algorithm", "dataset"]):
         episodes = np.array(json.loads(rows.episode_returns.iloc[0]))  # one seed: [trials, K]

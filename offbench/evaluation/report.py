@@ -199,9 +199,16 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         cell = cells["headline"][dataset][algorithm]
         return cell is not None and set(seeds) <= set(cell["seeds"])
 
-    aggregated_algorithms = [a for a in algorithms if any(full(a, d) for d in normalised)]
+    # an algorithm the protocol runs on some of its datasets only ([overrides.X].datasets) keeps its
+    # cells but not a place in the aggregates, which would otherwise shrink to its datasets
+    restricted = {a: protocol.datasets_for(a) for a in algorithms
+                  if set(protocol.datasets_for(a)) != set(protocol.datasets)}
+    aggregated_algorithms = [a for a in algorithms if a not in restricted and any(full(a, d) for d in normalised)]
     for algorithm in algorithms:
-        if algorithm not in aggregated_algorithms:
+        if algorithm in restricted:
+            notes.append(f"{algorithm}: shown with its cells, left out of the aggregates (the protocol runs it on "
+                         f"{len(restricted[algorithm])} of {len(protocol.datasets)} datasets)")
+        elif algorithm not in aggregated_algorithms:
             notes.append(f"{algorithm}: left out of the aggregates (no dataset finished on all {len(seeds)} seeds)")
     aggregate_datasets = [d for d in normalised if all(full(a, d) for a in aggregated_algorithms)]
     for dataset in normalised:
