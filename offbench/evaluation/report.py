@@ -470,7 +470,8 @@ def _header_lines(report: dict) -> list[str]:
     exceptions = ", ".join(f"{a}: {s}" for a, s in steps.items() if s != common)
     wall = m.get("wall_time_seconds")
     boot = report["bootstrap"]
-    steps_noun, step_noun = ("training episodes", "episodes") if report.get("skills") else ("gradient steps", "steps")
+    steps_noun, step_noun = (("training episodes", "episodes") if report.get("skills") else
+                             ("outer updates", "updates") if report.get("meta") else ("gradient steps", "steps"))
     scored = ("success rate in %, over the evaluation tasks" if report.get("score_label") == SUCCESS_UNIT else
               "coverage in cells of the evaluation's rollouts" if report.get("score_label") == SKILL_UNIT else
               "trial return normalised between the random policy and the benchmark's reference"
@@ -845,11 +846,17 @@ def render_figures(report: dict) -> dict[str, bytes]:
                     ax.plot(c["step"], c["mean"], color=colors[algorithm], label=algorithm, marker="o", ms=3)
                     ax.fill_between(c["step"], c["low"], c["high"], color=colors[algorithm], alpha=0.2, lw=0)
                 ax.set_title(dataset, fontsize=9)
-                ax.set_xlabel((report.get("skills") or {}).get("step_label", "gradient step"))
+                ax.set_xlabel((report.get("skills") or {}).get("step_label", "outer update" if report.get("meta")
+                                                                else "gradient step"))
                 ax.set_ylabel(report["units"][dataset])
             for ax in axes[len(panels):]:
                 ax.set_visible(False)
-            handles, labels = axes[0].get_legend_handles_labels()
+            seen: dict[str, Any] = {}  # every panel's algorithms (some run on some datasets only)
+            for ax in axes[:len(panels)]:
+                for handle, label in zip(*ax.get_legend_handles_labels()):
+                    seen.setdefault(label, handle)
+            labels = [a for a in report["algorithms"] if a in seen]
+            handles = [seen[a] for a in labels]
             fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 6), frameon=False,
                        title="mean and 95% bootstrap band over seeds", title_fontsize=9)
             drawn["learning_curves"] = _png(fig)
