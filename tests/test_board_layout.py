@@ -130,7 +130,7 @@ def test_tied_iqms_share_a_rank(shipped_board):
     assert competition_ranks(["68.4", "68.4", "54.4", "54.2", "54.2", "51.0"]) == [1, 1, 3, 4, 4, 6]
     readme = (shipped_board / "README.md").read_text()
     rows = [line.split(" | ")[:4] for line in readme.splitlines() if line.startswith("| ") and "offbench-" in line
-            and "[" in line and "offbench-goal-" not in line and "offbench-skills-" not in line]  # the lite table (goal and skills rank their own)
+            and "[" in line and not any(f"offbench-{suite}-" in line for suite in ("goal", "skills", "meta"))]  # the lite table
     assert [(r[0], r[1], r[3].split(" ")[0]) for r in rows[:3]] == [
         ("| 1", "offbench-percent\\_bc", "68.9"), ("| 2", "offbench-awr", "68.3"), ("| 3", "offbench-cql", "65.4")]
     assert [int(r[0][2:]) for r in rows] == list(range(1, 11))
@@ -333,7 +333,7 @@ def test_board_fits_1400px_and_a_phone(shipped_board, tmp_path):
                 overflow = page.evaluate(OVERFLOW)
                 assert overflow["page"] <= 0 and overflow["body"] <= 0, (width, overflow)
                 # per suite: the board, the per-dataset table and one per entry, all in a scroll box
-                assert len(overflow["tables"]) == 12 + 8 + 7  # lite: 10 entries; goal: 6; skills: 5
+                assert len(overflow["tables"]) == 12 + 8 + 7 + 7  # lite: 10 entries; goal: 6; skills: 5; meta: 4 + references
                 extra = dict(overflow["tables"])
                 if width == 1400:
                     assert all(v <= 0 for v in extra.values()), overflow["tables"]
