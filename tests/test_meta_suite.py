@@ -154,3 +154,24 @@ def test_the_meta_table_protocol_is_the_suites_default_and_runnable():
     assert table.datasets_for("dream") == ["meta/signgrid-v0"]
     assert table.datasets_for("rl2") == sorted(BENCHMARKS)
     assert table.train["final_eval_episodes"] == 200
+
+
+def test_meta_report_holds_each_run_against_the_references_of_its_own_trials():
+    import pandas as pd
+
+    from offbench.evaluation.meta_report import meta_tables
+
+    bench = get_benchmark("meta/point-robot-v0")  # references depend on the held-out tasks: Monte Carlo over them
+    rows = []
+    for algorithm, trials, seeds in (("rl2", 5, (0, 1, 2)), ("maml", 3, (0,))):
+        for seed in seeds:
+            episodes = np.full((trials, 2), -10.0 - seed)
+            rows.append({"algorithm": algorithm, "dataset": bench.benchmark_id, "seed": seed, "step": 10,
+                         "episode_returns": json.dumps(episodes.tolist())})
+    table = meta_tables(pd.DataFrame(rows), ["rl2", "maml", "pearl"], [bench.benchmark_id])[bench.benchmark_id]
+    assert table["trials"] == 5 and (table["random"], table["reference"]) == pytest.approx(bench.references(5))
+    rl2, maml = table["cells"]["rl2"], table["cells"]["maml"]
+    assert rl2["trial_return"][:3] == pytest.approx([-22.0, np.std([-20, -22, -24], ddof=1) / np.sqrt(3), 3])
+    assert rl2["regret"][0] == pytest.approx(bench.references(5)[1] + 22.0)
+    assert maml["regret"] == [pytest.approx(bench.references(3)[1] + 20.0), None, 1]  # its own 3 trials' reference
+    assert [e[0] for e in rl2["episodes"]] == pytest.approx([-11.0, -11.0]) and table["cells"]["pearl"] is None
