@@ -57,12 +57,15 @@ def published(dataset: str) -> dict[str, float] | None:
 
 
 def meta_tables(done, algorithms: list[str], datasets: list[str]) -> dict:
-    """``{dataset: {"random", "reference", "kind", "trials", "published", "cells": {algorithm: cell}}}``;
+    """``{dataset: {"random", "reference", "kind", "trials", "published", "cells": {algorithm: cell}}}``
+    (``trials``: the most common final trial count, whose references the table states; None when no
+    run finished, and then the references are one held-out task's);
     a cell is ``{"trial_return", "regret", "episodes": [[mean, stderr, n] per episode k]}`` (each
     ``[mean, stderr, n]`` over seeds), or None where no run of that algorithm finished there."""
     import numpy as np
 
     from offbench.envs.meta.benchmarks import get_benchmark, is_meta_benchmark
+    from offbench.envs.meta.metrics import adaptation_curve, bayes_regret
 
     out: dict[str, Any] = {}
     for dataset in datasets:
@@ -76,14 +79,14 @@ def meta_tables(done, algorithms: list[str], datasets: list[str]) -> dict:
         # table states the most common final trial count's, and a run scored on another count is held
         # against its own
         n_trials = max(set(counts), key=counts.count) if counts else None
-        random, reference = benchmark.references(n_trials) if n_trials else (None, None)
+        random, reference = benchmark.references(n_trials or 1)  # nothing finished yet: one task's
         for algorithm, runs in per_algorithm.items():
             if not runs:
                 cells[algorithm] = None
                 continue
             totals = [r.sum(1).mean() for r in runs]
-            regrets = [benchmark.references(len(r))[1] - t for r, t in zip(runs, totals)]
-            episodes = np.stack([r.mean(0) for r in runs])  # [seeds, K]
+            regrets = [bayes_regret(r, benchmark.references(len(r))[1]).mean for r in runs]
+            episodes = np.stack([adaptation_curve(r)[0] for r in runs])  # [seeds, K]
             cells[algorithm] = {"trial_return": _mean_stderr(totals),
                                 "regret": _mean_stderr(regrets),
                                 "episodes": [_mean_stderr(episodes[:, k]) for k in range(episodes.shape[1])]}

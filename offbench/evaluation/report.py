@@ -384,16 +384,10 @@ META_SCORE = ("Normalised trial return: 100 (trial return − random) / (referen
 
 
 def _meta_reference_lines(report: dict) -> list[str]:
-    from offbench.envs.meta.benchmarks import get_benchmark, is_meta_benchmark
-
+    """The references of the meta section's tables (evaluation/meta_report.py), one row per benchmark."""
     lines = ["| benchmark | random | reference | kind |", "|---|---|---|---|"]
-    for dataset in report["datasets"]:
-        if is_meta_benchmark(dataset):
-            benchmark = get_benchmark(dataset)
-            # the finished runs' final trial count (none finished yet, as in a partial report: 1)
-            trials = max(int(n) for n in (report.get("eval_trials") or {}).get(dataset) or [1])
-            random, reference = benchmark.references(trials)
-            lines.append(f"| {dataset} | {random:.3f} | {reference:.3f} | {benchmark.reference_kind} |")
+    for dataset, table in (report.get("meta") or {}).items():
+        lines.append(f"| {dataset} | {table['random']:.3f} | {table['reference']:.3f} | {table['kind']} |")
     return lines + [""]
 
 

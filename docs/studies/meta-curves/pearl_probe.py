@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -68,10 +67,9 @@ def goal_r2(trainer: PEARLTrainer, transitions: int, draws: int = 5) -> float:
     return float(1 - ((x @ w - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
 
 
-def trial_goal_r2(trainer: PEARLTrainer, tasks: list[dict], stochastic: bool = False) -> float:
+def trial_goal_r2(trainer: PEARLTrainer, tasks: list[dict]) -> float:
     """The same R^2, with the posterior mean of what a trial's second episode conditions on: the 20
-    transitions of episode 1, played with z from the prior and deterministic actions (or, with
-    ``stochastic``, actions sampled from the policy)."""
+    transitions of episode 1, played with z from the prior and deterministic actions."""
     goals = np.array([t["goal"] for t in tasks])
     agent = trainer.agent
     prior_z = lambda rows: agent.sample_z(*agent.posterior(None))[0]  # noqa: E731
@@ -79,7 +77,7 @@ def trial_goal_r2(trainer: PEARLTrainer, tasks: list[dict], stochastic: bool = F
     stream, agent.generator = agent.generator, torch.Generator().manual_seed(EVAL_TASK_SEED)  # training untouched
     try:
         for i, task in enumerate(tasks):
-            rows, _ = trainer.play(task, prior_z, deterministic=not stochastic, seed=EVAL_TASK_SEED + 1000 * i)
+            rows, _ = trainer.play(task, prior_z, deterministic=True, seed=EVAL_TASK_SEED + 1000 * i)
             with torch.no_grad():
                 mean, _ = agent.posterior(torch.as_tensor(np.stack(rows))[None])
             x.append(np.r_[mean[0].numpy(), 1.0])
@@ -88,51 +86,6 @@ def trial_goal_r2(trainer: PEARLTrainer, tasks: list[dict], stochastic: bool = F
     x = np.array(x)
     w = np.linalg.lstsq(x, goals, rcond=None)[0]
     return float(1 - ((x @ w - goals) ** 2).sum() / ((goals - goals.mean(0)) ** 2).sum())
-
-
-def trials(trainer: PEARLTrainer, tasks: list[dict], stochastic_first: bool) -> np.ndarray:
-    """Per-episode returns [tasks, 2] of trials played as ``adapt_and_evaluate`` plays them, except that
-    with ``stochastic_first`` episode 1 (z from the prior) samples its actions from the policy."""
-    agent = trainer.agent
-    stream, agent.generator = agent.generator, torch.Generator().manual_seed(EVAL_TASK_SEED)
-    posterior_z = lambda rows: agent.sample_z(*agent.posterior(  # noqa: E731
-        torch.as_tensor(np.stack(rows))[None] if rows else None))[0]
-    try:
-        out = np.zeros((len(tasks), 2))
-        for i, task in enumerate(tasks):
-            first, (out[i, 0],) = trainer.play(task, posterior_z, deterministic=not stochastic_first,
-                                              seed=EVAL_TASK_SEED + 1000 * i)
-            _, (out[i, 1],) = trainer.play(task, posterior_z, deterministic=True, seed=EVAL_TASK_SEED + 1000 * i + 1,
-                                          context=first)
-        return out
-    finally:
-        agent.generator = stream
-
-
-def from_checkpoint(run_dir: Path) -> None:
-    """Probe a saved PEARL run of a ``meta`` protocol (its ``agent/`` checkpoint, copied first)."""
-    import shutil
-    import tempfile
-
-    config = json.loads((run_dir / "config.json").read_text())
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in config["settings"].items()}
-    benchmark = get_benchmark(config["benchmark"])
-    trainer = PEARLTrainer(lambda: gym.make(benchmark.env_id, disable_env_checker=True), PEARLConfig(**settings),
-                           seed=config["train"]["seed"])
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(run_dir / "agent", Path(tmp) / "agent")
-        trainer.fit(1, Path(tmp) / "agent")  # loads the checkpoint; a later iteration trains nothing
-    tasks = eval_tasks(benchmark, 50)
-    row = {"run": str(run_dir), "iteration": trainer.iteration,
-           "goal_r2_20": round(goal_r2(trainer, 20), 3), "goal_r2_100": round(goal_r2(trainer, 100), 3),
-           "goal_r2_episode_1": round(trial_goal_r2(trainer, tasks), 3),
-           "goal_r2_episode_1_stochastic": round(trial_goal_r2(trainer, tasks, stochastic=True), 3)}
-    for name, stochastic in (("deterministic", False), ("stochastic", True)):
-        episodes = trials(trainer, tasks, stochastic)
-        row[f"{name}_first_episode"] = {"normalized_score": round(float(benchmark.normalise(episodes.sum(1), 50).mean()), 2),
-                                        "episode_1": round(float(episodes[:, 0].mean()), 3),
-                                        "episode_2": round(float(episodes[:, 1].mean()), 3)}
-    print(json.dumps(row), flush=True)
 
 
 def use_episode_context(trainer: PEARLTrainer) -> None:
@@ -157,16 +110,13 @@ def use_episode_context(trainer: PEARLTrainer) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("settings", nargs="?", help="PEARLConfig fields as JSON")
-    p.add_argument("--checkpoint", type=Path, help="probe this saved run directory instead of training")
+    p.add_argument("settings", help="PEARLConfig fields as JSON")
     p.add_argument("--iterations", type=int, default=25)
     p.add_argument("--every", type=int, default=5)
     p.add_argument("--oracle", action="store_true", help="replace the encoder by the exact posterior")
     p.add_argument("--episode-context", action="store_true", help="train the encoder on one recent episode per task")
     args = p.parse_args()
     torch.set_num_threads(1)
-    if args.checkpoint:
-        return from_checkpoint(args.checkpoint)
     benchmark = get_benchmark(BENCHMARK)
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.settings).items()}
     config = PEARLConfig(**settings)
