@@ -166,6 +166,14 @@ def check_runnable(protocol: Protocol) -> None:
             method_config(name, protocol.settings(name))  # raises, naming the method, setting or value
         for environment_id in protocol.datasets:
             get_skill_environment(environment_id)  # raises, naming the id and the known ones
+    if protocol.suite == "meta-offline":  # offline meta-RL: each dataset is played on its family's benchmark
+        from offbench.envs.meta.benchmarks import benchmark_for_dataset
+
+        for dataset_id in protocol.datasets:
+            if benchmark_for_dataset(dataset_id) is None:
+                raise OffbenchError(f"protocol {protocol.name!r} (suite meta-offline): {dataset_id!r} is not an offline "
+                                    "meta-RL dataset meta/<family>/<name>-v0 of a benchmark's family (offbench "
+                                    "datasets list meta)")
     online = protocol.suite in ("meta", "skills")  # no datasets to load or build
     for name in [] if online else protocol.algorithms:
         load_algorithm_class(name)  # raises, naming the algorithm and the known ones

@@ -38,7 +38,7 @@ from typing import Callable, Iterable
 
 from offbench.atomic import write_atomic
 from offbench.errors import OffbenchError
-from offbench.evaluation.results import COLUMNS, SKILL_COLUMNS, dataset_slug, evaluation_rows
+from offbench.evaluation.results import COLUMNS, EXTRA_COLUMNS, dataset_slug, evaluation_rows
 from offbench.protocol import Protocol
 
 # Rough cost of one gradient step relative to BC at lite sizes (measured on this machine), so the
@@ -736,7 +736,7 @@ def write_results_table(out: Path, results: Iterable[dict]) -> Path:
 
     rows = [row for r in results for row in r["rows"]]
     # the skills suite's metric columns only where its runs wrote them: other tables keep their bytes
-    table = pd.DataFrame.from_records(rows, columns=COLUMNS + [c for c in SKILL_COLUMNS if any(c in r for r in rows)])
+    table = pd.DataFrame.from_records(rows, columns=COLUMNS + [c for c in EXTRA_COLUMNS if any(c in r for r in rows)])
     table = table.sort_values(["algorithm", "dataset", "seed", "step"], kind="stable")
     path = out / "results.csv"
     write_atomic(path, table.to_csv(index=False))

@@ -137,9 +137,21 @@ def _truncate_jsonl(path: Path, upto_step: int) -> None:
 
 
 def evaluate(algorithm, dataset: Dataset, episodes: int, seed: int) -> dict:
-    """Online evaluation of the algorithm's deterministic policy on the dataset's environment."""
+    """Online evaluation of the algorithm's deterministic policy on the dataset's environment; an
+    offline meta-RL agent on a ``meta/<family>/<name>-v0`` dataset plays the family's benchmark
+    trials instead (``offbench.evaluation.meta_adaptation.evaluation_row``)."""
+    from offbench.envs.meta.benchmarks import benchmark_for_dataset
+
     was_training = algorithm.training
     algorithm.eval()
+    benchmark = benchmark_for_dataset(dataset.metadata.dataset_id)
+    if benchmark is not None and hasattr(algorithm, "adapt_and_evaluate"):
+        from offbench.evaluation.meta_adaptation import evaluation_row
+
+        try:
+            return evaluation_row(algorithm, dataset, benchmark, episodes, seed)
+        finally:
+            algorithm.train(was_training)
     policy = algorithm.make_eval_policy() if hasattr(algorithm, "make_eval_policy") else algorithm.act
     result = rollout(policy, dataset.metadata.env_id, episodes, seed=seed)
     algorithm.train(was_training)

@@ -3,6 +3,8 @@ gradient routing (only the critics and the KL train the encoder), the online con
 policy builds, exact resume on the fit loop, and both action kinds."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -195,3 +197,69 @@ def test_eval_cli_reports_adaptation(grid, tmp_path, capsys):
     assert out["step"] == 4 and out["context"] == "online" and out["trials"] == 2 and len(out["episode_returns"]) == 4
     assert main(["eval", str(run), "--dataset", str(path), "--context", "offline"]) == 2
     assert "--context and --context-size go with --benchmark" in capsys.readouterr().err
+
+
+def test_the_training_loop_scores_a_meta_dataset_by_its_benchmark(grid):
+    """On a meta/<family>/<name>-v0 dataset the loop's evaluation plays the family's benchmark: trial
+    returns on its held-out tasks, normalised as the online meta runs are, the adaptation curve, and
+    the offline-context score on the dataset's own tasks."""
+    from offbench.envs.meta.benchmarks import benchmark_for_dataset, get_benchmark
+    from offbench.evaluation.meta_adaptation import adaptation
+    from offbench.train import evaluate
+
+    assert benchmark_for_dataset("meta/gridnavi/mixed-v0") == "meta/gridnavi-v0"
+    assert benchmark_for_dataset("meta/point-robot/expert-v0") == "meta/point-robot-v0"
+    assert benchmark_for_dataset("meta/gridnavi-v0") is None and benchmark_for_dataset("lite/pendulum/expert-v0") is None
+    assert benchmark_for_dataset("meta/unknown/mixed-v0") is None
+    algo = ContextIQL(grid.observation_space, grid.action_space, ContextIQLConfig(**{**TINY, "hidden": (16,)}), seed=0)
+    row = evaluate(algo, grid, 3, seed=11)
+    benchmark = get_benchmark("meta/gridnavi-v0")
+    episodes = np.array(row["episode_returns"])
+    assert episodes.shape == (3, 4) and row["returns"] == pytest.approx(episodes.sum(1).tolist())
+    assert row["normalized_scores"] == pytest.approx(benchmark.normalise(row["returns"], 3).tolist(), abs=1e-5)
+    assert row["normalized_score"] == pytest.approx(np.mean(row["normalized_scores"]), abs=1e-5)
+    online = adaptation(algo, grid, "meta/gridnavi-v0", 3, seed=11)  # the same trials as `offbench eval --benchmark`
+    assert online["trial_returns"] == pytest.approx(row["returns"])
+    offline = adaptation(algo, grid, "meta/gridnavi-v0", 3, context="offline", context_size=4, seed=11)
+    assert row["offline_context_episode_returns"] == pytest.approx(offline["episode_returns"])
+    per_episode = grid.normalized_score(np.array(offline["episode_returns"]))  # 3 tasks: mean over tasks and episodes
+    assert row["offline_context_score"] == pytest.approx(per_episode.mean(), abs=1e-6)
+    assert algo.training  # the loop's mode is restored
+
+
+def test_reproduce_meta_offline_smoke_reports_trials_and_offline_context(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from offbench.cli import main
+    from offbench.envs.meta.benchmarks import get_benchmark
+
+    out = tmp_path / "results"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OFFBENCH_HOME", str(tmp_path / "home"))
+        mp.delenv("OFFBENCH_MIRRORS", raising=False)
+        assert main(["reproduce", "meta-offline", "--protocol", "smoke", "--workers", "1", "--quiet",
+                     "--out", str(out)]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert set(results.dataset) == {"meta/gridnavi/mixed-v0", "meta/point-robot/mixed-v0"}
+    assert (results.suite == "meta-offline").all() and results.offline_context_score.notna().all()
+    for _, row in results.iterrows():
+        benchmark = get_benchmark(row.dataset.replace("/mixed-v0", "-v0"))
+        returns = json.loads(row.returns)
+        assert row.normalized_score == pytest.approx(benchmark.normalise(returns, len(returns)).mean(), abs=1e-6)
+        assert np.array(json.loads(row.episode_returns)).shape == (3, benchmark.episodes)
+    table = (out / "report" / "table.md").read_text()
+    assert "## Headline score: normalised trial return" in table
+    assert "### meta/gridnavi/mixed-v0 (played on meta/gridnavi-v0)" in table
+    assert "offline context (% of expert)" in table and "gradient steps: 20" in table
+
+
+def test_a_meta_offline_protocol_refuses_other_datasets(tmp_path):
+    from offbench.protocol import check_runnable, load_protocol
+
+    text = (Path(__file__).resolve().parents[1] / "offbench" / "protocols" / "meta-offline-smoke.toml").read_text()
+    path = tmp_path / "p.toml"
+    path.write_text(text.replace('"meta/point-robot/mixed-v0"', '"lite/pendulum/expert-v0"'))
+    with pytest.raises(OffbenchError, match="'lite/pendulum/expert-v0' is not an offline meta-RL dataset"):
+        check_runnable(load_protocol(path))

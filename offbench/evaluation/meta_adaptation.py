@@ -48,9 +48,11 @@ def dataset_tasks(dataset: Dataset, limit: int) -> tuple[list[int], list[dict]]:
                                    for row in first]
 
 
-def adaptation(algorithm, dataset: Dataset, benchmark_id: str, trials: int, *, context: str = "online",
-               context_size: int = 32, seed: int = EVAL_TASK_SEED) -> dict:
-    """Play ``trials`` trials of the benchmark with ``algorithm`` (module docstring); JSON-ready."""
+def play_trials(algorithm, dataset: Dataset, benchmark_id: str, trials: int, *, context: str = "online",
+                context_size: int = 32, seed: int = EVAL_TASK_SEED) -> tuple[np.ndarray, list[dict], list[int] | None]:
+    """``(returns [tasks, episodes], tasks, task_ids)``: ``trials`` trials of the benchmark played by
+    ``algorithm`` with the given context (module docstring); ``task_ids`` are the dataset's with
+    offline context, None with online context (held-out tasks)."""
     import gymnasium as gym
 
     import offbench.envs.meta  # noqa: F401 - registers the families
@@ -75,6 +77,15 @@ def adaptation(algorithm, dataset: Dataset, benchmark_id: str, trials: int, *, c
         by_task = algorithm.offline_context(dataset, context_size, seed)
         contexts = [by_task[i] for i in task_ids]
     returns = algorithm.adapt_and_evaluate(make_env, tasks, benchmark.episodes, seed, contexts=contexts)
+    return np.asarray(returns, np.float64), tasks, task_ids
+
+
+def adaptation(algorithm, dataset: Dataset, benchmark_id: str, trials: int, *, context: str = "online",
+               context_size: int = 32, seed: int = EVAL_TASK_SEED) -> dict:
+    """Play ``trials`` trials of the benchmark with ``algorithm`` (module docstring); JSON-ready."""
+    benchmark = get_benchmark(benchmark_id)
+    returns, tasks, task_ids = play_trials(algorithm, dataset, benchmark_id, trials, context=context,
+                                           context_size=context_size, seed=seed)
     trial_returns = returns.sum(1)
     result = {"benchmark": benchmark_id, "context": context, "trials": len(tasks), "episodes": benchmark.episodes,
               "seed": seed, "trial_returns": [round(float(r), 6) for r in trial_returns],
@@ -91,3 +102,30 @@ def adaptation(algorithm, dataset: Dataset, benchmark_id: str, trials: int, *, c
     else:
         result.update(task_ids=task_ids, context_size=context_size)
     return result
+
+
+def evaluation_row(algorithm, dataset: Dataset, benchmark_id: str, trials: int, seed: int) -> dict:
+    """The training loop's evaluation of an offline meta-RL agent (``offbench.train.evaluate`` on a
+    ``meta/<family>/<name>-v0`` dataset), in the shape of an online meta run's
+    (``offbench.meta_runs``), so the ``meta-offline`` protocols' results sit in the meta report:
+
+    - ``returns``, ``normalized_scores``, ``episode_returns`` ([trials, episodes]): ``trials`` trials
+      on the benchmark's held-out tasks with online context, normalised as every meta run is;
+    - ``offline_context_score``: the mean per-episode score (the dataset card's references, 0 =
+      random, 100 = the task-aware expert) of trials on the dataset's first ``trials`` tasks with as
+      many of each task's offline transitions as the agent's training context (``context_size``), and
+      ``offline_context_episode_returns``, their mean return per episode."""
+    benchmark = get_benchmark(benchmark_id)
+    returns, tasks, _ = play_trials(algorithm, dataset, benchmark_id, trials, context="online", seed=seed)
+    totals = returns.sum(1)
+    scores = benchmark.normalise(totals, len(tasks))
+    row = {"returns": [round(float(r), 6) for r in totals], "return_mean": float(totals.mean()),
+           "return_stderr": float(totals.std(ddof=1) / np.sqrt(len(totals))) if len(totals) > 1 else 0.0,
+           "normalized_scores": [round(float(s), 6) for s in scores], "normalized_score": float(scores.mean()),
+           "episode_returns": [[round(float(x), 6) for x in trial] for trial in returns]}
+    offline, _, _ = play_trials(algorithm, dataset, benchmark_id, trials, context="offline",
+                                context_size=int(algorithm.config.context_size), seed=seed)
+    row["offline_context_episode_returns"] = [round(float(r), 6) for r in offline.mean(0)]
+    if dataset.metadata.reference_scores:
+        row["offline_context_score"] = float(dataset.normalized_score(offline.reshape(-1)).mean())
+    return row

@@ -36,6 +36,19 @@ def _runs_final_episodes(done, algorithm: str, dataset: str) -> list:
     return out
 
 
+def _runs_final_offline_context(done, algorithm: str, dataset: str) -> list[float]:
+    """Per seed, the final evaluation's ``offline_context_score`` (offline meta-RL runs only)."""
+    if "offline_context_score" not in done.columns:
+        return []
+    rows = done[(done["algorithm"] == algorithm) & (done["dataset"] == dataset)]
+    out = []
+    for _, group in rows.groupby("seed", sort=True):
+        value = group.sort_values("step").iloc[-1]["offline_context_score"]
+        if value is not None and value == value:  # not NaN
+            out.append(float(value))
+    return out
+
+
 def _mean_stderr(values) -> list:
     import numpy as np
 
@@ -57,21 +70,25 @@ def published(dataset: str) -> dict[str, float] | None:
 
 
 def meta_tables(done, algorithms: list[str], datasets: list[str]) -> dict:
-    """``{dataset: {"random", "reference", "kind", "trials", "published", "cells": {algorithm: cell}}}``
+    """``{dataset: {"benchmark", "random", "reference", "kind", "trials", "published", "cells": {algorithm: cell}}}``
+    for every dataset that is a meta benchmark, or an offline meta-RL dataset evaluated on one
+    (``benchmark_for_dataset``)
     (``trials``: the most common final trial count, whose references the table states; None when no
     run finished, and then the references are one held-out task's);
-    a cell is ``{"trial_return", "regret", "episodes": [[mean, stderr, n] per episode k]}`` (each
-    ``[mean, stderr, n]`` over seeds), or None where no run of that algorithm finished there."""
+    a cell is ``{"trial_return", "regret", "episodes": [[mean, stderr, n] per episode k],
+    "offline_context_score"}`` (each ``[mean, stderr, n]`` over seeds; the last None except for offline
+    meta-RL runs), or None where no run of that algorithm finished there."""
     import numpy as np
 
-    from offbench.envs.meta.benchmarks import get_benchmark, is_meta_benchmark
+    from offbench.envs.meta.benchmarks import benchmark_for_dataset, get_benchmark, is_meta_benchmark
     from offbench.envs.meta.metrics import adaptation_curve, bayes_regret
 
     out: dict[str, Any] = {}
     for dataset in datasets:
-        if not is_meta_benchmark(dataset):
+        benchmark_id = dataset if is_meta_benchmark(dataset) else benchmark_for_dataset(dataset)
+        if benchmark_id is None:
             continue
-        benchmark = get_benchmark(dataset)
+        benchmark = get_benchmark(benchmark_id)
         cells = {}
         per_algorithm = {a: _runs_final_episodes(done, a, dataset) for a in algorithms}
         counts = [len(r) for runs in per_algorithm.values() for r in runs]
@@ -87,12 +104,14 @@ def meta_tables(done, algorithms: list[str], datasets: list[str]) -> dict:
             totals = [r.sum(1).mean() for r in runs]
             regrets = [bayes_regret(r, benchmark.references(len(r))[1]).mean for r in runs]
             episodes = np.stack([adaptation_curve(r)[0] for r in runs])  # [seeds, K]
+            offline = _runs_final_offline_context(done, algorithm, dataset)
             cells[algorithm] = {"trial_return": _mean_stderr(totals),
                                 "regret": _mean_stderr(regrets),
-                                "episodes": [_mean_stderr(episodes[:, k]) for k in range(episodes.shape[1])]}
-        out[dataset] = {"random": random, "reference": reference, "kind": benchmark.reference_kind,
-                        "trials": n_trials, "episodes_per_trial": benchmark.episodes,
-                        "published": published(dataset), "cells": cells}
+                                "episodes": [_mean_stderr(episodes[:, k]) for k in range(episodes.shape[1])],
+                                "offline_context_score": _mean_stderr(offline) if offline else None}
+        out[dataset] = {"benchmark": benchmark_id, "random": random, "reference": reference,
+                        "kind": benchmark.reference_kind, "trials": n_trials, "episodes_per_trial": benchmark.episodes,
+                        "published": published(benchmark_id), "cells": cells}
     return out
 
 
@@ -117,11 +136,14 @@ def markdown_lines(tables: dict, algorithms: list[str]) -> list[str]:
         if table["trials"] is None:
             continue
         digits = 2 if abs(table["reference"]) < 100 else 1
-        lines += [f"### {dataset}", "",
+        title = dataset if table["benchmark"] == dataset else f"{dataset} (played on {table['benchmark']})"
+        lines += [f"### {title}", "",
                   f"{table['trials']} held-out trials of {table['episodes_per_trial']} episode(s). Random "
                   f"{table['random']:.3f}, reference ({table['kind']}) {table['reference']:.3f} per trial.", ""]
         k = table["episodes_per_trial"]
-        header = ["algorithm", "trial return", "regret"] + ([f"episode {i + 1}" for i in range(k)] if k > 1 else [])
+        offline = any(c and c.get("offline_context_score") for c in table["cells"].values())
+        header = ["algorithm", "trial return", "regret"] + ([f"episode {i + 1}" for i in range(k)] if k > 1 else []) \
+            + (["offline context (% of expert)"] if offline else [])
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for algorithm in algorithms:
             cell = table["cells"].get(algorithm)
@@ -130,9 +152,15 @@ def markdown_lines(tables: dict, algorithms: list[str]) -> list[str]:
             row = [algorithm, _fmt(cell["trial_return"], digits), _fmt(cell["regret"], digits)]
             if k > 1:
                 row += [_fmt(e, digits) for e in cell["episodes"]]
+            if offline:
+                row.append(_fmt(cell.get("offline_context_score"), 1))
             lines.append("| " + " | ".join(row) + " |")
         if table["published"]:
             paper = ", ".join(f"{name} {value}" for name, value in table["published"].items())
             lines += ["", f"Published (Duan et al. 2016, Table 1, total reward over 1,000 instances): {paper}."]
+        if offline:
+            lines += ["", "Offline context: the same agent on the dataset's own tasks, its context `context_size` of each "
+                          "task's offline transitions (as many as it trained with), fixed for the trial; the mean per-episode score, "
+                          "0 = random, 100 = the task-aware expert (the dataset card's references)."]
         lines.append("")
     return lines

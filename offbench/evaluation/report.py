@@ -315,7 +315,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
     # the explore suite: each learner on exploratory data against the task's replay data (ExORL)
     exorl = {"exorl": exorl_comparison(cells["headline"], datasets, algorithms)} if protocol.suite == "explore" else {}
     # the meta suite: trial returns against the references, regret, adaptation curves (evaluation/meta_report.py)
-    meta = {"meta": meta_tables(done, algorithms, datasets)} if protocol.suite == "meta" else {}
+    meta = {"meta": meta_tables(done, algorithms, datasets)} if protocol.suite in ("meta", "meta-offline") else {}
     return {
         "results_dir": str(results_dir),
         "protocol": {"name": protocol.name, "suite": protocol.suite, "description": protocol.description,
@@ -365,10 +365,10 @@ def _suite_groups(datasets: list[str], default_suite: str) -> dict[str, list[str
 def _score_label(normalised: list[str]) -> str:
     """What the aggregate scores are: success rates when every normalised dataset is success-scored,
     normalised trial returns when every one is a meta-RL benchmark."""
-    from offbench.envs.meta.benchmarks import is_meta_benchmark
+    from offbench.envs.meta.benchmarks import benchmark_for_dataset, is_meta_benchmark
     from offbench.envs.skill_environments import is_skill_environment
 
-    if normalised and all(is_meta_benchmark(d) for d in normalised):
+    if normalised and all(is_meta_benchmark(d) or benchmark_for_dataset(d) for d in normalised):
         return META_UNIT
     if normalised and all(is_skill_environment(d) for d in normalised):
         return SKILL_UNIT
@@ -381,13 +381,21 @@ META_SCORE = ("Normalised trial return: 100 (trial return − random) / (referen
               "where `random` is the uniformly random policy's expected trial return and `reference` the "
               "benchmark's exact Bayes-optimal trial return, or the per-task oracle's (offbench/envs/meta/"
               "benchmarks.py): 0 = random, 100 = the best possible. `data` does not apply (no dataset).")
+#: the same for offline meta-RL runs (a meta/<family>/<name>-v0 dataset played on its family's benchmark)
+META_SCORE_OFFLINE = META_SCORE.replace(
+    "`data` does not apply (no dataset).",
+    "An offline run on a meta/<family>/<name>-v0 dataset plays its family's benchmark, meta/<family>-v0, "
+    "with the context it collects itself (offbench/evaluation/meta_adaptation.py). `data`: the dataset's own "
+    "mean episode return normalised with its card (0 = random, 100 = the task-aware expert; per episode, not "
+    "per trial, so not on the same scale).")
 
 
 def _meta_reference_lines(report: dict) -> list[str]:
     """The references of the meta section's tables (evaluation/meta_report.py), one row per benchmark."""
     lines = ["| benchmark | random | reference | kind |", "|---|---|---|---|"]
     for dataset, table in (report.get("meta") or {}).items():
-        lines.append(f"| {dataset} | {table['random']:.3f} | {table['reference']:.3f} | {table['kind']} |")
+        name = dataset if table["benchmark"] == dataset else f"{dataset} (on {table['benchmark']})"
+        lines.append(f"| {name} | {table['random']:.3f} | {table['reference']:.3f} | {table['kind']} |")
     return lines + [""]
 
 
@@ -465,7 +473,7 @@ def _header_lines(report: dict) -> list[str]:
     wall = m.get("wall_time_seconds")
     boot = report["bootstrap"]
     steps_noun, step_noun = (("training episodes", "episodes") if report.get("skills") else
-                             ("outer updates", "updates") if report.get("meta") else ("gradient steps", "steps"))
+                             ("outer updates", "updates") if p["suite"] == "meta" else ("gradient steps", "steps"))
     scored = ("success rate in %, over the evaluation tasks" if report.get("score_label") == SUCCESS_UNIT else
               "coverage in cells of the evaluation's rollouts" if report.get("score_label") == SKILL_UNIT else
               "trial return normalised between the random policy and the benchmark's reference"
@@ -636,7 +644,9 @@ def render_table_md(report: dict) -> str:
     if report.get("score_label") == SUCCESS_UNIT:
         lines += ["## Headline score: success rate (%)", "", SUCCESS_SCORE, ""]
     elif report.get("score_label") == META_UNIT:
-        lines += [f"## Headline score: {META_UNIT}", "", META_SCORE, ""] + _meta_reference_lines(report)
+        offline = report["protocol"]["suite"] == "meta-offline"
+        lines += [f"## Headline score: {META_UNIT}", "", META_SCORE_OFFLINE if offline else META_SCORE, ""]
+        lines += _meta_reference_lines(report)
     elif report.get("score_label") == SKILL_UNIT:
         lines += [f"## Headline score: {SKILL_UNIT}", "", SKILL_SCORE, ""]
     else:
@@ -840,8 +850,8 @@ def render_figures(report: dict) -> dict[str, bytes]:
                     ax.plot(c["step"], c["mean"], color=colors[algorithm], label=algorithm, marker="o", ms=3)
                     ax.fill_between(c["step"], c["low"], c["high"], color=colors[algorithm], alpha=0.2, lw=0)
                 ax.set_title(dataset, fontsize=9)
-                ax.set_xlabel((report.get("skills") or {}).get("step_label", "outer update" if report.get("meta")
-                                                                else "gradient step"))
+                ax.set_xlabel((report.get("skills") or {}).get("step_label", "outer update" if report["protocol"]["suite"]
+                                                                == "meta" else "gradient step"))
                 ax.set_ylabel(report["units"][dataset])
             for ax in axes[len(panels):]:
                 ax.set_visible(False)

@@ -18,6 +18,11 @@ OPTIONAL_COLUMNS = ["successes", "task_ids", "episode_returns"]  # goal suite; m
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 #: the skills suite's metrics (``offbench.skill_runs``), columns of results.csv only where runs report them
 SKILL_COLUMNS = ["coverage", "final_distance", "classifier_accuracy", "classifier_chance", "mi_lower_bound", "log_k"]
+#: an offline meta-RL run's second evaluation, with each task's offline data as context
+#: (``offbench.evaluation.meta_adaptation.evaluation_row``), columns only where runs report them
+OFFLINE_CONTEXT_COLUMNS = ["offline_context_score", "offline_context_episode_returns"]
+#: the columns a results.csv has only where some run reports them
+EXTRA_COLUMNS = SKILL_COLUMNS + OFFLINE_CONTEXT_COLUMNS
 
 
 #: what a goal dataset's score is (report and leaderboard label)
@@ -57,7 +62,9 @@ def evaluation_rows(run_dir: Path, *, algorithm: str, dataset: str, suite: str, 
                      "returns": json.dumps(ev["returns"]),
                      "run_dir": str(run_dir.relative_to(results_dir)),
                      **{key: json.dumps(ev[key]) if key in ev else None for key in OPTIONAL_COLUMNS},
-                     **{key: ev[key] for key in SKILL_COLUMNS if key in ev}})
+                     **{key: ev[key] for key in SKILL_COLUMNS if key in ev},
+                     **{key: json.dumps(ev[key]) if isinstance(ev[key], list) else ev[key]
+                        for key in OFFLINE_CONTEXT_COLUMNS if key in ev}})
     return rows
 
 

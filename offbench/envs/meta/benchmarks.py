@@ -20,12 +20,17 @@ id                        family, trial                             random      
 ``meta/gridnavi-v0``       GridNavi 5x5, 15 steps x 4 episodes        exact Markov chain 521/14 Bayes-optimal
 ``meta/point-robot-v0``    PointRobot (dense), 20 steps x 2 episodes  Monte Carlo        oracle, per task
 ``meta/signgrid-v0``       SignGrid 5x5, 2 episodes of <= 20 steps    exact Markov chain 6/5 Bayes-optimal
+``meta/cheetah-vel-v0``    HalfCheetahVel, 200 steps x 2 episodes     measured, 5 trials oracle, measured
 ========================  ========================================  =================  ====================
 
 The point robot's random policy moves by uniform steps in the action box; its expected return is
 computed by Monte Carlo over 20,000 episodes per evaluation task set (standard error below 0.1%),
 and its oracle is :func:`~offbench.envs.meta.point_robot.oracle_return` of each task's goal from its
 start, so both are means over the same held-out tasks the runs are evaluated on.
+
+HalfCheetahVel's optimum cannot be computed: its reference is a SAC agent trained with the target
+velocity in its observation, and both references are measured once per held-out task and read
+from a committed card (:mod:`offbench.envs.meta.oracle_references`).
 
 Each benchmark also records its per-step reward bounds and its episodes' time limit (from the
 family's module constants; tests/test_leaderboard_meta.py checks them against the environments),
@@ -98,6 +103,10 @@ BENCHMARKS: dict[str, MetaBenchmark] = {b.benchmark_id: b for b in (
     MetaBenchmark("meta/signgrid-v0", "offbench/SignGrid-v0", 2, "Bayes-optimal",
                   "SignGrid 5x5: the goal corner is written on a sign off the way, 2 episodes of at most 20 steps",
                   reward_bounds=(-1.0, 1.0), max_episode_steps=20, max_rewarded_steps=1),
+    # minus the speed error minus the control cost, both >= 0 (cheetah_vel.py)
+    MetaBenchmark("meta/cheetah-vel-v0", "offbench/HalfCheetahVel-v0", 2, "oracle",
+                  "HalfCheetahVel, target velocity U[0, 3], 2 episodes of 200 steps (MAML, PEARL)",
+                  reward_bounds=(-math.inf, 0.0), max_episode_steps=200),
 )}
 
 
@@ -110,6 +119,17 @@ def get_benchmark(benchmark_id: str) -> MetaBenchmark:
 
 def is_meta_benchmark(identifier: str) -> bool:
     return identifier in BENCHMARKS
+
+
+def benchmark_for_dataset(dataset_id: str) -> str | None:
+    """The benchmark an offline meta-RL dataset ``meta/<family>/<name>-v0`` is evaluated on,
+    ``meta/<family>-v0``, or None for any other id (an offline agent trained on the dataset plays
+    that benchmark's trials: ``offbench.evaluation.meta_adaptation``)."""
+    parts = dataset_id.split("/")
+    if len(parts) != 3 or parts[0] != "meta":
+        return None
+    candidate = f"meta/{parts[1]}-v0"
+    return candidate if candidate in BENCHMARKS else None
 
 
 def eval_tasks(benchmark: MetaBenchmark, tasks: int) -> list[dict]:
@@ -142,6 +162,10 @@ def _references(benchmark_id: str, tasks: int) -> tuple[float, float]:
         from offbench.envs.meta.sign_grid import solve_optimal
 
         return signgrid_random_return(benchmark.episodes), float(solve_optimal(benchmark.episodes).value)
+    if benchmark_id == "meta/cheetah-vel-v0":
+        from offbench.envs.meta.oracle_references import card_references
+
+        return card_references(benchmark_id, tasks)
     raise OffbenchError(f"no references for {benchmark_id!r}")  # pragma: no cover - every id has them
 
 
