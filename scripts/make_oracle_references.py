@@ -20,6 +20,7 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     from offbench.atomic import write_atomic
+    from offbench.envs.meta.benchmarks import EVAL_TASK_SEED, eval_tasks, get_benchmark
     from offbench.envs.meta.oracle_references import card_path, measure_references
     from offbench.errors import OffbenchError
 
@@ -33,8 +34,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         start = time.time()
-        card = measure_references(args.benchmark, args.oracle, args.tasks, random_trials=args.random_trials,
-                                  seed=args.seed)
+        benchmark = get_benchmark(args.benchmark)
+        card = measure_references(benchmark, eval_tasks(benchmark, args.tasks), EVAL_TASK_SEED, args.oracle,
+                                  random_trials=args.random_trials, seed=args.seed)
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
         card = {**card, "commit": commit or None, "seconds": round(time.time() - start, 1)}
         out = Path(args.out) if args.out else card_path(args.benchmark)

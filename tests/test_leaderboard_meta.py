@@ -19,8 +19,8 @@ from offbench.evaluation.report import META_UNIT
 from offbench.leaderboard.schema import EntryError
 
 REPO = Path(__file__).resolve().parents[1]
-RANKED = ("rl2", "maml")  # meta-smoke runs these on all four benchmarks
-RESTRICTED = {"pearl": ["meta/point-robot-v0"], "dream": ["meta/signgrid-v0"]}  # [overrides.X].datasets
+RANKED = ("rl2", "maml")  # meta-smoke runs these on all five benchmarks
+RESTRICTED = {"pearl": ["meta/cheetah-vel-v0", "meta/point-robot-v0"], "dream": ["meta/signgrid-v0"]}  # [overrides.X].datasets
 TRIALS = 5  # meta-smoke's final_eval_episodes: held-out tasks per evaluation
 
 
@@ -76,9 +76,11 @@ def test_benchmark_reward_bounds_are_the_environments():
     """The bounds the board checks trial returns against are the families' own constants and time limits."""
     import gymnasium as gym
 
-    from offbench.envs.meta import gridnavi, point_robot, sign_grid
+    from offbench.envs.meta import cheetah_vel, gridnavi, point_robot, sign_grid
 
     expected = {
+        # minus a speed error and a control cost, 2 episodes of 200 steps
+        "meta/cheetah-vel-v0": ((-math.inf, 0.0), cheetah_vel.EPISODE_LENGTH, (-math.inf, 0.0)),
         "meta/bandit-k5-n10-v0": ((0.0, 1.0), 10, (0.0, 10.0)),  # a pull pays 0 or 1, 10 pulls, 1 episode
         "meta/gridnavi-v0": ((gridnavi.STEP_REWARD, gridnavi.GOAL_REWARD), gridnavi.EPISODE_LENGTH, (-6.0, 60.0)),
         "meta/point-robot-v0": ((-math.inf, 0.0), point_robot.EPISODE_LENGTH, (-math.inf, 0.0)),
@@ -122,15 +124,15 @@ def test_submit_builds_the_same_entry_from_a_meta_run(smoke, baseline_board, tmp
     out.parent.mkdir()
     assert cli(["leaderboard", "submit", str(smoke), "--name", "my-rl2", "--algo", "rl2", "--out", str(out)]) == 0
     mine, script = json.loads(out.read_text()), entry_of(baseline_board, "rl2")
-    assert mine["runs"] == script["runs"] and len(mine["runs"]) == 4
+    assert mine["runs"] == script["runs"] and len(mine["runs"]) == 5
     assert cli(["leaderboard", "validate", str(out), "--entries", str(out.parent)]) == 0
-    assert "valid entry 'my-rl2' (4 runs, protocol 'meta-smoke', suite 'meta')" in capsys.readouterr().out
+    assert "valid entry 'my-rl2' (5 runs, protocol 'meta-smoke', suite 'meta')" in capsys.readouterr().out
 
 
 def test_board_scores_meta_runs_as_the_report_does(smoke, baseline_board):
     """Every per-benchmark score equals results.csv's normalized_score (what `offbench report`
     aggregates: MetaBenchmark.normalise on the evaluation's held-out tasks); the ranked entries are
-    ordered by the IQM of their four benchmark scores; the restricted ones are not ranked."""
+    ordered by the IQM of their five benchmark scores; the restricted ones are not ranked."""
     from offbench.leaderboard.build import load_entries, make_groups
 
     table = results_table(smoke)
@@ -145,7 +147,7 @@ def test_board_scores_meta_runs_as_the_report_does(smoke, baseline_board):
             assert ds.scores == [pytest.approx(row.normalized_score, abs=1e-4)]
             assert ds.scores[0] == pytest.approx(get_benchmark(dataset).normalise(returns, TRIALS).mean(), abs=1e-9)
         middle = sorted(ds.scores[0] for ds in scores.datasets.values())
-        iqms[algo] = float(np.mean(middle[1:3])) if len(middle) == 4 else middle[0]  # IQM of 4: the middle two
+        iqms[algo] = float(np.mean(middle[1:4])) if len(middle) == 5 else float(np.mean(middle))  # IQM of 5: the middle three
         assert scores.iqm == pytest.approx(iqms[algo]) and scores.complete == (algo in RANKED)
     order = [entry["algorithm"]["import_path"] for entry, _ in group.rows]
     assert order[:2] == sorted(RANKED, key=lambda a: -iqms[a]) and sorted(order[2:]) == sorted(RESTRICTED)

@@ -227,7 +227,7 @@ def test_the_training_loop_scores_a_meta_dataset_by_its_benchmark(grid):
     assert algo.training  # the loop's mode is restored
 
 
-def test_reproduce_meta_offline_smoke_reports_trials_and_offline_context(tmp_path):
+def test_reproduce_meta_offline_smoke_reports_trials_and_offline_context(tmp_path, capsys):
     import json
 
     import pandas as pd
@@ -253,6 +253,12 @@ def test_reproduce_meta_offline_smoke_reports_trials_and_offline_context(tmp_pat
     assert "## Headline score: normalised trial return" in table
     assert "### meta/gridnavi/mixed-v0 (played on meta/gridnavi-v0)" in table
     assert "offline context (% of expert)" in table and "gradient steps: 20" in table
+    # the board scores offline entries by the datasets' references, not by trials: it refuses the suite
+    capsys.readouterr()
+    assert main(["leaderboard", "submit", str(out), "--name", "mine", "--algo", "context_iql",
+                 "--out", str(tmp_path / "mine.json")]) != 0
+    assert "suite meta-offline) is not on the board yet" in capsys.readouterr().err
+    assert not (tmp_path / "mine.json").exists()
 
 
 def test_a_meta_offline_protocol_refuses_other_datasets(tmp_path):

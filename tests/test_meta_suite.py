@@ -104,15 +104,15 @@ def test_reproduce_meta_smoke_runs_every_meta_algorithm(tmp_path, capsys):
     results = pd.read_csv(out / "results.csv")
     runs = set(zip(results.algorithm, results.dataset))
     assert {a for a, _ in runs} == {"rl2", "maml", "pearl", "dream"}
-    assert {d for a, d in runs if a == "pearl"} == {"meta/point-robot-v0"}  # [overrides.pearl].datasets
+    assert {d for a, d in runs if a == "pearl"} == {"meta/cheetah-vel-v0", "meta/point-robot-v0"}  # [overrides.pearl]
     assert {d for a, d in runs if a == "dream"} == {"meta/signgrid-v0"}
-    assert len(runs) == 10 and results.episode_returns.notna().all()
+    assert len(runs) == 13 and results.episode_returns.notna().all()
     assert "not run" not in table  # a dataset an algorithm is not planned on is not a missing run
     # the meta section (offbench/evaluation/meta_report.py) recomputes every cell from results.csv
     report = json.loads((out / "report" / "report.json").read_text())
     # PEARL and DREAM run on one benchmark each: shown, not aggregated, and no benchmark is dropped for them
-    assert report["aggregate_algorithms"] == ["rl2", "maml"] and len(report["aggregate_datasets"]) == 4
-    assert "pearl: shown with its cells, left out of the aggregates (the protocol runs it on 1 of 4 datasets)" in table
+    assert report["aggregate_algorithms"] == ["rl2", "maml"] and len(report["aggregate_datasets"]) == 5
+    assert "pearl: shown with its cells, left out of the aggregates (the protocol runs it on 2 of 5 datasets)" in table
     meta = report["meta"]
     final = results[results.final.astype(str) == "True"]
     for (algorithm, dataset), rows in final.groupby(["algorithm", "dataset"]):
@@ -144,7 +144,7 @@ def test_an_algorithm_may_be_restricted_to_some_datasets(tmp_path):
 
 
 def test_the_meta_table_protocol_is_the_suites_default_and_runnable():
-    from offbench.protocol import check_runnable, protocol_for_suite
+    from offbench.protocol import check_runnable, load_protocol, protocol_for_suite
 
     table = protocol_for_suite("meta")
     assert table.name == "meta" and protocol_for_suite("meta", "smoke").name == "meta-smoke"
@@ -152,8 +152,12 @@ def test_the_meta_table_protocol_is_the_suites_default_and_runnable():
     assert table.seeds == [0, 1, 2] and table.algorithms == ["rl2", "maml", "pearl", "dream"]
     assert table.datasets_for("pearl") == ["meta/point-robot-v0"]
     assert table.datasets_for("dream") == ["meta/signgrid-v0"]
-    assert table.datasets_for("rl2") == sorted(BENCHMARKS)
+    assert table.datasets_for("rl2") == sorted(set(BENCHMARKS) - {"meta/cheetah-vel-v0"})  # its own protocol
     assert table.train["final_eval_episodes"] == 200
+    cheetah = load_protocol("meta-cheetah")
+    check_runnable(cheetah)
+    assert cheetah.suite == "meta" and cheetah.datasets == ["meta/cheetah-vel-v0"] and cheetah.seeds == [0, 1, 2]
+    assert cheetah.algorithms == ["rl2", "maml", "pearl"] and cheetah.train["final_eval_episodes"] == 200
 
 
 def test_meta_report_holds_each_run_against_the_references_of_its_own_trials():

@@ -242,6 +242,11 @@ def validate_entry(entry: dict[str, Any], path: str | Path, *, entries_dir: str 
     """Raise :class:`EntryError` at the first problem; returns the shipped protocol on success."""
     protocol = shipped_protocol(entry, path)
     algorithm = entry["algorithm"]["import_path"]
+    if protocol.suite == "meta-offline":  # scored by trials of a benchmark, which the board does not do yet
+        raise EntryError(path, "protocol", f"protocol {protocol.name!r} (suite meta-offline) is not on the board yet: "
+                         "its runs are scored by trials of each dataset's family benchmark, not by the dataset's "
+                         "references, and the board scores offline entries by the latter", value=protocol.name,
+                         hint="publish the table from `offbench reproduce meta-offline` and its report instead")
     meta, skills = protocol.suite == "meta", protocol.suite == "skills"
     kind = RUN_ITEMS.get(protocol.suite, "dataset")  # what the protocol names where others name datasets
     _check_algorithm(path, algorithm, protocol)

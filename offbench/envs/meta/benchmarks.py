@@ -165,7 +165,7 @@ def _references(benchmark_id: str, tasks: int) -> tuple[float, float]:
     if benchmark_id == "meta/cheetah-vel-v0":
         from offbench.envs.meta.oracle_references import card_references
 
-        return card_references(benchmark_id, tasks)
+        return card_references(benchmark, eval_tasks(benchmark, tasks), EVAL_TASK_SEED)
     raise OffbenchError(f"no references for {benchmark_id!r}")  # pragma: no cover - every id has them
 
 

@@ -44,20 +44,19 @@ def _trial_return(env, act, task: dict, episodes: int, seed: int) -> float:
     return total
 
 
-def measure_references(benchmark_id: str, oracle_checkpoint: str | Path, tasks: int, *, random_trials: int = 5,
-                       seed: int = 0) -> dict[str, Any]:
-    """Play the oracle checkpoint and a uniformly random policy on the first ``tasks`` held-out
-    tasks of ``benchmark_id`` and return the references card (module doc)."""
+def measure_references(benchmark, held_out: list[dict], eval_task_seed: int, oracle_checkpoint: str | Path, *,
+                       random_trials: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Play the oracle checkpoint and a uniformly random policy on ``held_out``, the first tasks of
+    ``sample_tasks(n, eval_task_seed)`` of ``benchmark`` (a ``MetaBenchmark``), and return the
+    references card (module doc)."""
     import gymnasium as gym
     import torch
 
     from offbench.behaviour import CheckpointPolicy
-    from offbench.envs.meta.benchmarks import EVAL_TASK_SEED, eval_tasks, get_benchmark
 
-    benchmark = get_benchmark(benchmark_id)
+    benchmark_id = benchmark.benchmark_id
     if benchmark_id not in REFERENCE_CARDS:
         raise OffbenchError(f"{benchmark_id} has exact references; only {sorted(REFERENCE_CARDS)} are measured")
-    held_out = eval_tasks(benchmark, tasks)
     oracle = CheckpointPolicy(oracle_checkpoint, deterministic=True)
     oracle_env_id = oracle.info["env_id"]
     oracle_env = gym.make(oracle_env_id, disable_env_checker=True, **benchmark.env_kwargs)
@@ -83,7 +82,7 @@ def measure_references(benchmark_id: str, oracle_checkpoint: str | Path, tasks: 
         "benchmark": benchmark_id,
         "env_id": benchmark.env_id,
         "episodes": benchmark.episodes,
-        "eval_task_seed": EVAL_TASK_SEED,
+        "eval_task_seed": eval_task_seed,
         "seed": seed,
         "oracle": {"checkpoint": Path(oracle_checkpoint).name, "sha256": oracle.sha256, "env_id": oracle_env_id,
                    "step": oracle.info.get("step"), "actions": "deterministic (the policy's mean)"},
@@ -102,27 +101,26 @@ def card_path(benchmark_id: str) -> Path:
     return catalogue_dir() / REFERENCE_CARDS[benchmark_id]
 
 
-def card_references(benchmark_id: str, tasks: int) -> tuple[float, float]:
-    """``(random, oracle)`` mean trial returns over the first ``tasks`` held-out tasks, read from
-    the benchmark's references card; an error names the card if it is missing, was made for
-    other tasks, or is too short."""
-    from offbench.envs.meta.benchmarks import EVAL_TASK_SEED, eval_tasks, get_benchmark
-
-    benchmark = get_benchmark(benchmark_id)
+def card_references(benchmark, held_out: list[dict], eval_task_seed: int) -> tuple[float, float]:
+    """``(random, oracle)`` mean trial returns over ``held_out`` (the first tasks of
+    ``sample_tasks(n, eval_task_seed)`` of ``benchmark``, a ``MetaBenchmark``), read from the
+    benchmark's references card; an error names the card if it is missing, was made for other
+    tasks, or is too short."""
+    benchmark_id, tasks = benchmark.benchmark_id, len(held_out)
     path = card_path(benchmark_id)
     if not path.is_file():
         raise OffbenchError(f"{benchmark_id}: references card {path} not found (is the repository's datasets/ "
                             "directory present?)")
     card = json.loads(path.read_text())
     stored = card.get("tasks", [])
-    if card.get("eval_task_seed") != EVAL_TASK_SEED or card.get("episodes") != benchmark.episodes:
+    if card.get("eval_task_seed") != eval_task_seed or card.get("episodes") != benchmark.episodes:
         raise OffbenchError(f"{path}: made for eval_task_seed {card.get('eval_task_seed')} and "
-                            f"{card.get('episodes')} episodes, the benchmark uses {EVAL_TASK_SEED} and "
+                            f"{card.get('episodes')} episodes, the benchmark uses {eval_task_seed} and "
                             f"{benchmark.episodes}: remake it with scripts/make_oracle_references.py")
     if tasks > len(stored):
         raise OffbenchError(f"{path} has references for {len(stored)} held-out tasks, {tasks} were asked for: "
                             "remake it with more tasks (scripts/make_oracle_references.py --tasks)")
-    if stored[:tasks] != eval_tasks(benchmark, tasks):
+    if stored[:tasks] != held_out:
         raise OffbenchError(f"{path}: its tasks are not the benchmark's held-out tasks; remake it")
     return (float(np.mean(card["random_trial_returns"][:tasks])),
             float(np.mean(card["oracle_trial_returns"][:tasks])))
