@@ -109,6 +109,32 @@ def test_bad_configurations_are_refused():
         make_ppo(fn, PPOConfig(num_envs=2, rollout_steps=8)).train_envs(fn, 10)
     with pytest.raises(OffbenchError, match="observations"):
         PPO(gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), gym.spaces.Discrete(2))
+    for scale in (0.0, -1.0, float("inf")):
+        with pytest.raises(OffbenchError, match="reward_scale must be a positive finite number"):
+            make_ppo(fn, PPOConfig(reward_scale=scale))
+
+
+def test_reward_scale_scales_what_the_critic_learns_not_what_is_stored():
+    """With reward_scale c the advantages and value targets are GAE of c r (the stored rewards stay
+    raw). Two rollouts from the same seed differ only there: GAE is linear in the rewards, so the
+    gap between their targets is GAE of (1 - c) r with zero values."""
+    fn = lambda: gym.make("Pendulum-v1")  # noqa: E731
+    bufs = {}
+    for scale in (1.0, 0.05):
+        agent = make_ppo(fn, PPOConfig(num_envs=2, rollout_steps=16, hidden=(8,), reward_scale=scale), seed=0)
+        envs = gym.vector.SyncVectorEnv([fn] * 2, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        obs, _ = envs.reset(seed=0)
+        with torch_threads(1):
+            bufs[scale], _, _ = agent.collect(envs, obs, {**agent.initial_state(2), "starts": torch.ones(2, dtype=torch.bool)},
+                                              TrainingLog(), 0, np.zeros(2))
+    raw, scaled = bufs[1.0], bufs[0.05]
+    torch.testing.assert_close(raw.rewards, scaled.rewards)  # the same rollout, rewards stored raw
+    torch.testing.assert_close(raw.values, scaled.values)  # the same weights
+    assert raw.rewards.abs().max() > 1.0
+    gap, _ = compute_gae(raw.rewards * (1 - 0.05), torch.zeros_like(raw.values), torch.zeros(2), raw.terminated,
+                         raw.truncated, torch.zeros_like(raw.bootstrap), agent.config.gamma, agent.config.gae_lambda)
+    torch.testing.assert_close(raw.advantages - scaled.advantages, gap, atol=1e-4, rtol=0)
+    torch.testing.assert_close(raw.targets - scaled.targets, gap, atol=1e-4, rtol=0)
 
 
 def test_ppo_learns_cartpole_in_ten_thousand_steps():

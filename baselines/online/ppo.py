@@ -72,6 +72,10 @@ class PPOConfig:
     minibatches: int = 4
     max_grad_norm: float = 0.5
     normalize_advantages: bool = True
+    # the critic and the advantages learn from reward_scale * r (the recurrent policy's input keeps
+    # the raw r); 1 changes nothing. With large per-step costs (HalfCheetahVel, about -3 a step) the
+    # value loss otherwise dominates the shared network's clipped gradient norm and the policy stalls
+    reward_scale: float = 1.0
     hidden: tuple[int, ...] = (64, 64)
     recurrent: bool = False
     gru_hidden: int = 64
@@ -448,7 +452,8 @@ class PPO(nn.Module):
             _, last_value, _ = self._forward_step(inputs, state["hidden"] * (~starts).float()[:, None])
         buf.rewards = torch.from_numpy(rewards)
         buf.terminated, buf.truncated = torch.from_numpy(terminations), torch.from_numpy(truncations)
-        buf.advantages, buf.targets = compute_gae(buf.rewards, buf.values, last_value, buf.terminated,
+        learned = buf.rewards if cfg.reward_scale == 1.0 else buf.rewards * cfg.reward_scale
+        buf.advantages, buf.targets = compute_gae(learned, buf.values, last_value, buf.terminated,
                                                   buf.truncated, buf.bootstrap, cfg.gamma, cfg.gae_lambda)
         return buf, obs, {**state, "starts": starts}
 
@@ -577,6 +582,8 @@ def _check_config(cfg: PPOConfig) -> None:
         raise OffbenchError(f"PPO config: gamma and gae_lambda must lie in [0, 1], got {cfg.gamma}, {cfg.gae_lambda}")
     if not cfg.clip_coef > 0 or not cfg.lr > 0:
         raise OffbenchError(f"PPO config: clip_coef and lr must be positive, got {cfg.clip_coef}, {cfg.lr}")
+    if not 0 < cfg.reward_scale < math.inf:
+        raise OffbenchError(f"PPO config: reward_scale must be a positive finite number, got {cfg.reward_scale!r}")
     if cfg.recurrent:
         chunk = cfg.bptt_chunk or cfg.rollout_steps
         if cfg.rollout_steps % chunk:
