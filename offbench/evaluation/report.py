@@ -330,6 +330,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "algorithms": algorithms, "datasets": datasets,
         "eval_trials": {d: sorted({int(n) for n in done.loc[done["dataset"] == d, "episodes"]}) for d in datasets},
         "units": {d: (SKILL_UNIT if skills and units[d] == "normalized_score" else
+                      META_UNIT if d in meta.get("meta", {}) and units[d] == "normalized_score" else
                       SUCCESS_UNIT if units[d] == "normalized_score" and success_scored(d) else
                       "normalised score" if units[d] == "normalized_score" else "return") for d in datasets},
         "score_label": _score_label([d for d in datasets if units[d] == "normalized_score"]),
