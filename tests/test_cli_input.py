@@ -78,7 +78,7 @@ def test_unknown_algorithm_is_refused_before_any_dataset_is_built(tmp_path, caps
     (["reproduce", "lite", "--device", "cuda:x"], "device 'cuda:x' is not a torch device"),
     (["reproduce", "meta", "--protocol", "lite"], "protocol 'lite' is for suite 'lite', not 'meta'"),
     (["reproduce", "meta", "--protocol", "smoke", "--algos", "pearl", "--datasets", "meta/gridnavi-v0"],
-     "pearl runs on ['meta/point-robot-v0'] only"),
+     "pearl runs on ['meta/cheetah-vel-v0', 'meta/point-robot-v0'] only"),
     (["reproduce", "meta", "--protocol", "smoke", "--datasets", "meta/gridnavy-v0"], "unknown meta benchmark"),
     pytest.param(["train", "bc", "lite/pendulum/medium-v0", "--device", "cuda"], "sees no CUDA device",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")),

@@ -162,11 +162,11 @@ def test_board_labels_the_meta_table_and_escapes_it(board):
     assert cli(["leaderboard", "build", "--out", str(board)]) == 0
     readme = (board / "README.md").read_text()
     assert "## Suite `meta`, protocol `meta-smoke`" in readme
-    assert f"score: {META_UNIT}; 1 seeds x 4 benchmarks." in readme
+    assert f"score: {META_UNIT}; 1 seeds x 5 benchmarks." in readme
     assert "| meta/bandit-k5-n10-v0 | 5.000 | 6.660 | Bayes-optimal |" in readme  # the references, as the report
     assert "| meta/gridnavi-v0 | -4.662 | 37.214 | Bayes-optimal |" in readme
     assert "| benchmark | offbench-meta-" in readme  # the per-benchmark table
-    assert "Not ranked: offbench-meta-pearl (1 of 4 benchmarks), offbench-meta-dream (1 of 4 benchmarks)" in readme
+    assert "Not ranked: offbench-meta-pearl (2 of 5 benchmarks), offbench-meta-dream (1 of 5 benchmarks)" in readme
     pearl_row = next(line for line in readme.splitlines() if line.startswith("| - | offbench-meta-pearl |"))
     assert "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in pearl_row and "<script>" not in readme
     # pearl ran the point robot only: '-' in the other benchmarks' cells
@@ -274,8 +274,8 @@ def test_bad_meta_entries_are_rejected(board, tmp_path, capsys, change, field, n
 
 
 def test_a_restricted_algorithm_runs_only_its_benchmarks(board, tmp_path, capsys):
-    """PEARL runs the point robot only ([overrides.pearl].datasets): a run elsewhere is refused, and
-    its one run is all the protocol asks of it."""
+    """PEARL runs the point robot and HalfCheetahVel only ([overrides.pearl].datasets): a run elsewhere
+    is refused, and its two runs are all the protocol asks of it."""
     entry = entry_of(board, "pearl")
     extra = json.loads(json.dumps(entry["runs"][0]))
     extra["dataset"] = "meta/gridnavi-v0"
@@ -283,7 +283,7 @@ def test_a_restricted_algorithm_runs_only_its_benchmarks(board, tmp_path, capsys
     path = _write(tmp_path, entry)
     assert cli(["leaderboard", "validate", str(path), "--entries", str(board / "entries")]) == 2
     err = capsys.readouterr().err
-    assert "[runs[1].dataset]" in err and "runs pearl on ['meta/point-robot-v0'] only" in err
+    assert "[runs[2].dataset]" in err and "runs pearl on ['meta/cheetah-vel-v0', 'meta/point-robot-v0'] only" in err
 
 
 def test_a_meta_algorithm_is_refused_on_an_offline_protocol():
