@@ -22,31 +22,25 @@ import json
 from typing import Any
 
 
+def _final_values(done, algorithm: str, dataset: str, column: str) -> list:
+    """Per seed (sorted), the value of ``column`` in the run's final evaluation, where it has one."""
+    if column not in done.columns:
+        return []
+    rows = done[(done["algorithm"] == algorithm) & (done["dataset"] == dataset)]
+    values = [group.sort_values("step").iloc[-1][column] for _, group in rows.groupby("seed", sort=True)]
+    return [v for v in values if isinstance(v, str) and v or isinstance(v, float) and v == v]
+
+
 def _runs_final_episodes(done, algorithm: str, dataset: str) -> list:
     """Per seed, the final evaluation's per-episode returns ``[trials, K]`` (numpy)."""
     import numpy as np
 
-    rows = done[(done["algorithm"] == algorithm) & (done["dataset"] == dataset)]
-    out = []
-    for _, group in rows.groupby("seed", sort=True):
-        last = group.sort_values("step").iloc[-1]
-        value = last.get("episode_returns")
-        if isinstance(value, str) and value:
-            out.append(np.asarray(json.loads(value), dtype=np.float64))
-    return out
+    return [np.asarray(json.loads(v), dtype=np.float64) for v in _final_values(done, algorithm, dataset, "episode_returns")]
 
 
 def _runs_final_offline_context(done, algorithm: str, dataset: str) -> list[float]:
     """Per seed, the final evaluation's ``offline_context_score`` (offline meta-RL runs only)."""
-    if "offline_context_score" not in done.columns:
-        return []
-    rows = done[(done["algorithm"] == algorithm) & (done["dataset"] == dataset)]
-    out = []
-    for _, group in rows.groupby("seed", sort=True):
-        value = group.sort_values("step").iloc[-1]["offline_context_score"]
-        if value is not None and value == value:  # not NaN
-            out.append(float(value))
-    return out
+    return [float(v) for v in _final_values(done, algorithm, dataset, "offline_context_score")]
 
 
 def _mean_stderr(values) -> list:
