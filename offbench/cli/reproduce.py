@@ -56,10 +56,12 @@ def register(commands) -> None:
     """Add ``reproduce`` to the top-level subparsers."""
     p = commands.add_parser("reproduce", help="run a protocol's algorithm x dataset x seed table (resumable)")
     p.add_argument("suite", help="suite name, e.g. lite")
-    p.add_argument("--protocol", help="smoke, lite, full, goal, goal-full, goal-smoke, meta, meta-smoke, skills, skills-smoke, "
-                   "explore, explore-smoke or a protocol TOML path (default: the suite's protocol: lite for lite, full "
-                   "for locomotion, goal for goal, meta for meta, skills for skills, explore for explore); smoke of suites goal, meta and skills means SUITE-smoke, full of "
-                   "suite goal goal-full")
+    from offbench.protocol import protocol_names
+
+    p.add_argument("--protocol", help=f"{', '.join(protocol_names())} (bundled in offbench/protocols/) or a protocol "
+                   "TOML path (default: the suite's protocol: lite for lite, full for locomotion, goal for goal, meta "
+                   "for meta, skills for skills, explore for explore); smoke of suites goal, meta, meta-offline, "
+                   "skills and explore means SUITE-smoke, full of suite goal goal-full")
     p.add_argument("--algos", nargs="+", metavar="ALGO", help="restrict to these algorithms")
     p.add_argument("--datasets", nargs="+", metavar="ID", help="restrict to these datasets")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (0..N-1) instead of the protocol's")
