@@ -361,3 +361,24 @@ def test_the_reward_free_maze_for_skill_discovery():
     assert [short.step(np.zeros(2, np.float32))[3] for _ in range(3)] == [False, False, True]
     with pytest.raises(OffbenchError, match="episode_length must be >= 1"):
         gym.make("offbench/PointMazeRewardFree-v0", episode_length=0)
+
+
+def test_maze_walls_are_the_maps_wall_cells():
+    """``maze_walls`` turns OGBench's map into 4 x 4 rectangles at the wall cells' centres: as many as the
+    map's ones, none covering a free cell's centre, every free centre inside the walls' bounding box; the
+    skills suite's maze hands them to its figures, the plane has none."""
+    from offbench.envs.skill_environments import get_skill_environment
+
+    walls = pointmaze.maze_walls("medium")
+    maze_map = geometry("medium").maze_map
+    assert len(walls) == int(maze_map.sum()) and {w[2:] for w in walls} == {(4.0, 4.0)}
+    free = pointmaze.MazeGeometry.centre(np.argwhere(maze_map == 0))
+
+    def inside(x, y):
+        return any(x0 < x < x0 + w and y0 < y < y0 + h for x0, y0, w, h in walls)
+
+    assert not any(inside(x, y) for x, y in free)
+    assert all(inside(x, y) for x, y in pointmaze.MazeGeometry.centre(np.argwhere(maze_map == 1)))
+    assert min(w[0] for w in walls) < free[:, 0].min() and max(w[1] + 4 for w in walls) > free[:, 1].max()
+    assert get_skill_environment("skills/pointmaze-medium-v0").walls() == walls
+    assert get_skill_environment("skills/point-plane-v0").walls() == []

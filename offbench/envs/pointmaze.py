@@ -308,6 +308,20 @@ def make_reward_free_pointmaze(maze: str = "medium", episode_length: int = 200) 
     return RewardFreePointMaze(make_pointmaze_env(maze, terminate_at_goal=False), episode_length)
 
 
+def maze_walls(maze: str) -> list[tuple[float, float, float, float]]:
+    """The wall cells of maze ``maze`` as ``(x_min, y_min, width, height)`` rectangles in the
+    agent's coordinates (cell ``(i, j)`` is centred at OGBench's ``ij_to_xy``, ``MAZE_UNIT`` wide),
+    read from OGBench's own map; for figures."""
+    env = make_pointmaze_env(maze)
+    try:
+        walls = np.argwhere(np.asarray(env.unwrapped.maze_map) == 1)
+    finally:
+        env.close()
+    centres = MazeGeometry.centre(walls)
+    return [(float(x - MAZE_UNIT / 2), float(y - MAZE_UNIT / 2), float(MAZE_UNIT), float(MAZE_UNIT))
+            for x, y in centres]
+
+
 def register_envs() -> None:
     """Register ``offbench/pointmaze-<maze>-v0`` for every maze (ogbench is imported only on make)."""
     from gymnasium.envs.registration import register, registry

@@ -36,6 +36,20 @@ class SkillEnvironment:
     #: the environment's time limit in steps (an episode may end sooner), None if unknown; the
     #: leaderboard bounds a submitted coverage with it (``offbench.leaderboard.validate.coverage_bound``)
     max_episode_steps: int | None = None
+    maze: str | None = None  # an OGBench point maze's name: the figures draw its walls
+    xy_names: tuple[str, str] = ("x", "y")  # what the ``xy`` coordinates are, for the figures' axes
+
+    def walls(self) -> list[tuple[float, float, float, float]]:
+        """The environment's wall rectangles ``(x_min, y_min, width, height)`` for figures; none
+        but a maze's, and none when ``ogbench`` is not installed (the figure is drawn without)."""
+        if self.maze is None:
+            return []
+        from offbench.envs import pointmaze
+
+        try:
+            return pointmaze.maze_walls(self.maze)
+        except OffbenchError:
+            return []
 
     @property
     def coverage_coordinates(self) -> tuple[int, ...]:
@@ -57,14 +71,14 @@ SKILL_ENVIRONMENTS = {e.environment_id: e for e in (
                      "OGBench's PointMaze-medium without reward: positions in the maze's corridors (cells 4 wide, "
                      "centres 0 to 24 in x and y), actions in [-1, 1]^2 moving at most 0.2 a step, 200-step episodes "
                      "from the start cell of evaluation task 1", env_kwargs={"maze": "medium", "episode_length": 200},
-                     max_episode_steps=200),
+                     max_episode_steps=200, maze="medium"),
     SkillEnvironment("skills/halfcheetah-v0", "HalfCheetah-v5",
                      "Gymnasium's HalfCheetah-v5 with the x position kept in the observation (index 0; the z height "
                      "is 1, the x velocity 9), 200-step episodes; the skill methods ignore its reward. Coverage counts "
                      "distinct 1 m/s bins of the x velocity (the issue's measure for a runner); the final distance "
                      "and the figures use (x, z)",
                      env_kwargs={"exclude_current_positions_from_observation": False, "max_episode_steps": 200},
-                     xy=(0, 1), coverage_dims=(9,), coverage_cell=1.0, max_episode_steps=200),
+                     xy=(0, 1), coverage_dims=(9,), coverage_cell=1.0, max_episode_steps=200, xy_names=("x", "z")),
 )}
 
 

@@ -15,7 +15,7 @@ treat it as they treat any score. This module adds, per environment and method:
 - the trajectory figure: one panel per (environment, method), the x-y paths of the final
   evaluation's rollouts of the method's lowest complete seed (its ``rollouts.npz``), one colour per
   skill (the classifier's rollouts: every evaluation skill several times), or, without skills, the
-  coverage rollouts in one colour.
+  coverage rollouts in one colour; on a maze, over its walls.
 """
 from __future__ import annotations
 
@@ -139,6 +139,7 @@ def trajectory_figure(results_dir: str | Path, skills: dict, algorithm_colors: d
     rollouts. One Line2D per rollout, coloured by its skill."""
     import numpy as np
     from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     from offbench.envs.skill_environments import get_skill_environment, is_skill_environment
 
@@ -151,7 +152,10 @@ def trajectory_figure(results_dir: str | Path, skills: dict, algorithm_colors: d
     fig = Figure(figsize=(3.2 * ncols, 3.4 * len(datasets) + 0.5), layout="constrained")
     axes = fig.subplots(len(datasets), ncols, squeeze=False)
     for row, dataset in enumerate(datasets):
-        extent = get_skill_environment(dataset).extent if is_skill_environment(dataset) else None
+        environment = get_skill_environment(dataset) if is_skill_environment(dataset) else None
+        extent = environment.extent if environment is not None else None
+        walls = environment.walls() if environment is not None else []
+        names = environment.xy_names if environment is not None else ("x", "y")
         mine = [(a, info) for d, a, info in panels if d == dataset]
         for col in range(ncols):
             ax = axes[row, col]
@@ -169,15 +173,18 @@ def trajectory_figure(results_dir: str | Path, skills: dict, algorithm_colors: d
                 else:
                     paths = data["coverage_observations"][..., xy]
                     labels, colors, what = np.zeros(len(paths), np.int64), [algorithm_colors[algorithm]], NO_SKILLS
+            for x, y, width, height in walls:
+                ax.add_patch(Rectangle((x, y), width, height, facecolor="0.8", edgecolor="none", zorder=0))
             for path, label in zip(paths, labels):
                 ax.plot(path[:, 0], path[:, 1], color=colors[int(label)], lw=0.8, alpha=0.8)
             ax.scatter(paths[:, 0, 0], paths[:, 0, 1], color="black", s=12, zorder=3)
             if extent is not None:
                 ax.set_xlim(-extent - 0.5, extent + 0.5)
                 ax.set_ylim(-extent - 0.5, extent + 0.5)
-            ax.set_aspect("equal")
+            if extent is not None or walls:  # a plane or a maze: to scale; a runner's (x, z): stretched
+                ax.set_aspect("equal")
             ax.set_title(f"{algorithm}: {what} (seed {info['seed']})", fontsize=9)
-            ax.set_xlabel(f"{dataset}: x", fontsize=8)
-            ax.set_ylabel("y", fontsize=8)
+            ax.set_xlabel(f"{dataset}: {names[0]}", fontsize=8)
+            ax.set_ylabel(names[1], fontsize=8)
     fig.suptitle("the skills' trajectories at the final evaluation, one colour per skill", fontsize=10)
     return fig
