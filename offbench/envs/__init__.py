@@ -13,6 +13,10 @@ Both truncate after 10 steps themselves (``horizon`` keyword; see ``offbench.env
   1 within distance 1 of the goal), the downstream tasks of the exploratory datasets.
 - ``offbench/PointPlaneSkills-v0``: a goal task whose action picks a skill of a trained DIAYN, DADS
   or METRA agent, played for ``k`` steps (``offbench.envs.skill_options``; kwargs ``goal``, ``skills``, ``k``).
+- ``offbench/halfcheetah-reward-free-v0``: HalfCheetah with the x position in the observation,
+  200-step episodes and reward 0 (the skill suite's HalfCheetah and its exploratory data), and
+  ``offbench/halfcheetah-{run-forward,run-backward,jump}-v0``, the same paying a downstream task's
+  reward, the tasks those data are relabelled for (``offbench.envs.cheetah_tasks``).
 - Meta-RL task families ``offbench/{BernoulliBandit,GridNavi,PointRobot,SparsePointRobot,SignGrid,
   HalfCheetahVel}-v0`` with exact references (``offbench.envs.meta``).
 """
@@ -45,8 +49,10 @@ for _id, _kwargs in _ENVS.items():
         register(id=_id, entry_point="offbench.envs.gridworld:StitchGridEnv", kwargs=dict(_kwargs))
 
 from offbench.envs.pointmaze import register_envs as _register_pointmaze  # noqa: E402
+from offbench.envs.cheetah_tasks import register_envs as _register_cheetah_tasks  # noqa: E402
 
 _register_pointmaze()
+_register_cheetah_tasks()
 
 import offbench.envs.meta  # noqa: E402,F401  (registers the meta-RL families; MuJoCo is imported lazily)
 

@@ -11,8 +11,9 @@ id                          environment                 x-y     what it is
 ``skills/point-plane-v0``   ``offbench/PointPlane-v0``  (0, 1)  reward-free plane [-10, 10]^2, 50-step episodes
 ``skills/pointmaze-medium``  ``offbench/PointMaze``      (0, 1)  OGBench's PointMaze-medium, reward-free, 200-step
 ``-v0``                      ``RewardFree-v0``                   episodes from one start (needs ``ogbench``)
-``skills/halfcheetah-v0``    ``HalfCheetah-v5``          (0, 1)  x and z; coverage counts 1 m/s bins of the x
-                                                                 velocity (index 9); 200-step episodes
+``skills/halfcheetah-v0``    ``offbench/halfcheetah-``   (0, 1)  HalfCheetah-v5, x kept, reward 0; x and z;
+                            ``reward-free-v0``                  coverage counts 1 m/s bins of the x velocity
+                                                                 (index 9); 200-step episodes
 ==========================  ==========================  ======  ==============================================
 """
 from __future__ import annotations
@@ -72,12 +73,11 @@ SKILL_ENVIRONMENTS = {e.environment_id: e for e in (
                      "centres 0 to 24 in x and y), actions in [-1, 1]^2 moving at most 0.2 a step, 200-step episodes "
                      "from the start cell of evaluation task 1", env_kwargs={"maze": "medium", "episode_length": 200},
                      max_episode_steps=200, maze="medium"),
-    SkillEnvironment("skills/halfcheetah-v0", "HalfCheetah-v5",
+    SkillEnvironment("skills/halfcheetah-v0", "offbench/halfcheetah-reward-free-v0",
                      "Gymnasium's HalfCheetah-v5 with the x position kept in the observation (index 0; the z height "
-                     "is 1, the x velocity 9), 200-step episodes; the skill methods ignore its reward. Coverage counts "
-                     "distinct 1 m/s bins of the x velocity (the issue's measure for a runner); the final distance "
-                     "and the figures use (x, z)",
-                     env_kwargs={"exclude_current_positions_from_observation": False, "max_episode_steps": 200},
+                     "is 1, the x velocity 9), 200-step episodes, reward 0 (offbench/envs/cheetah_tasks.py). "
+                     "Coverage counts distinct 1 m/s bins of the x velocity (the issue's measure for a runner); the "
+                     "final distance and the figures use (x, z)",
                      xy=(0, 1), coverage_dims=(9,), coverage_cell=1.0, max_episode_steps=200, xy_names=("x", "z")),
 )}
 

@@ -26,6 +26,12 @@ it out is a known cause of MOPO failing to reproduce (REFERENCE.md, section 4).
   ``explore``: the downstream tasks the exploratory data are relabelled for. Reward
   ``1[||s' - goal|| <= 1]`` per step (``point_plane.GoalReward``), never terminates, 50 steps; their
   ``relabel_reward`` recomputes it from a dataset's stored states (``relabel_for_task``).
+- ``halfcheetah-reward-free``: ``offbench/halfcheetah-reward-free-v0``, suite ``explore`` (the
+  exploratory datasets ``explore/halfcheetah-reward-free/*``): HalfCheetah with the x position in the
+  observation (18 numbers), reward 0, 200 steps, never terminates.
+- ``halfcheetah-{run-forward,run-backward,jump}``: ``offbench/halfcheetah-<task>-v0``, suite
+  ``explore``: the same HalfCheetah paying the downstream tasks' rewards that the exploratory data are
+  relabelled for, recomputed from the stored ``sim_state/qpos`` (``cheetah_tasks.CheetahTaskReward``).
 
 Each rule is transcribed from the installed Gymnasium 1.4 source (the file is cited next to
 the rule) for the DEFAULT keyword arguments, in particular the default v5 observation
@@ -56,6 +62,9 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 import numpy as np
 
+from offbench.envs.cheetah_tasks import EPISODE_LENGTH as CHEETAH_TASK_MAX_EPISODE_STEPS
+from offbench.envs.cheetah_tasks import TASKS as CHEETAH_TASKS
+from offbench.envs.cheetah_tasks import env_id as cheetah_task_env_id
 from offbench.envs.gridworld import GOAL_REWARD, HORIZON, STEP_COST, default_mdp
 from offbench.envs.pointmaze import EVAL_MAX_EPISODE_STEPS as POINTMAZE_MAX_EPISODE_STEPS
 from offbench.envs.pointmaze import MAZES as POINTMAZES
@@ -368,6 +377,12 @@ TASKS: dict[str, Task] = _tasks(
            termination=_never, reward_bounds=POINT_PLANE_GOAL_REWARD_BOUNDS,
            max_episode_steps=POINT_PLANE_MAX_EPISODE_STEPS, relabel_reward=GoalReward(goal))
       for name, goal in POINT_PLANE_GOALS.items()),
+    # ... and HalfCheetah's downstream tasks of the exploratory data explore/halfcheetah/...
+    *(Task(f"halfcheetah-{name}", cheetah_task_env_id(name), ("explore",), observation_dim=18,
+           termination=_never, reward_bounds=(0.0, 0.0) if name == "reward-free" else LOCOMOTION_REWARD_BOUNDS,
+           max_episode_steps=CHEETAH_TASK_MAX_EPISODE_STEPS,
+           relabel_reward=None if name == "reward-free" else reward)
+      for name, reward in CHEETAH_TASKS.items()),
 )
 
 
