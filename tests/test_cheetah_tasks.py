@@ -85,3 +85,26 @@ def test_a_custom_weighting_is_a_plain_reward():
     reward = CheetahTaskReward(forward_weight=0.5, jump_weight=1.0, ctrl_cost=0.0)
     qpos, next_qpos = np.zeros((2, 9)), np.array([[0.05, 0.1] + [0.0] * 7, [-0.05, 0.0] + [0.0] * 7])
     np.testing.assert_allclose(reward.rewards(qpos, next_qpos, np.ones((2, 6))), [0.5 + 0.1, -0.5])
+
+
+def test_datasets_relabel_writes_the_task_dataset_from_the_command_line(tmp_path, monkeypatch, capsys):
+    from offbench.cli import main
+
+    monkeypatch.setenv("OFFBENCH_HOME", str(tmp_path / "home"))
+    recipe = {"kind": "explore", "env_id": env_id("reward-free"), "method": "random", "episodes": 0, "steps": 120,
+              "seed": 1}
+    source = write_explore_dataset(tmp_path / "d.hdf5", recipe, dataset_id="explore/halfcheetah-reward-free/tiny-v0")
+    out = tmp_path / "jump.hdf5"
+    assert main(["datasets", "relabel", str(source), "--task", "halfcheetah-jump", "--out", str(out)]) == 0
+    assert "for halfcheetah-jump ->" in capsys.readouterr().out
+    saved = read_dataset(out, validate=True)
+    expected = relabel_for_task(read_dataset(source), "halfcheetah-jump").rewards
+    np.testing.assert_array_equal(saved.rewards, expected)
+    assert saved.metadata.env_id == env_id("jump")
+    assert saved.metadata.dataset_id == "explore/halfcheetah-reward-free/tiny-v0+halfcheetah-jump"
+    # user mistakes: a clear message, exit code 2, nothing written
+    assert main(["datasets", "relabel", str(source), "--task", "halfcheetah-jump", "--out", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["datasets", "relabel", str(source), "--task", "hopper", "--out", str(tmp_path / "h.hdf5")]) == 2
+    assert "task 'hopper' has no reward that offbench recomputes" in capsys.readouterr().err
+    assert not (tmp_path / "h.hdf5").exists()

@@ -171,6 +171,25 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_relabel(args) -> int:
+    from offbench.cli.common import writable_dir
+    from offbench.data import load_dataset
+    from offbench.data.recipes import relabel_into_task
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OffbenchError(f"--out {out} exists; pass --overwrite to replace it")
+    writable_dir(out.parent, "--out")
+    source = load_dataset(args.id)
+    relabelled = relabel_into_task(source, args.task, dataset_id=args.new_id)
+    path = relabelled.save(out)
+    rewards = relabelled.rewards
+    print(f"relabelled {source.metadata.dataset_id} for {args.task} -> {path} ({relabelled.num_steps:,} steps, "
+          f"env {relabelled.metadata.env_id}, reward mean {rewards.mean():.4g}, "
+          f"episode return mean {relabelled.episode_returns().mean():.4g})")
+    return 0
+
+
 def cmd_export_minari(args) -> int:
     from offbench.data.minari_interop import export_to_minari
 
@@ -260,6 +279,16 @@ def register(commands) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--quiet", action="store_true", help="do not log each request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("relabel", help="write a copy of a dataset with a task's rewards, recomputed from its "
+                       "stored states (e.g. reward-free exploratory data for a downstream task)")
+    p.add_argument("id", metavar="ID|PATH")
+    p.add_argument("--task", required=True, help="a task with a reward offbench recomputes from stored data, e.g. "
+                   "halfcheetah-jump or point-plane-goal-top-right (offbench/envs/tasks.py)")
+    p.add_argument("--out", required=True, metavar="FILE.hdf5", help="the relabelled dataset's file")
+    p.add_argument("--new-id", help="the dataset id to record (default: ID+TASK)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_relabel)
 
     p = sub.add_parser("export-minari", help="write a dataset in Minari's format")
     p.add_argument("id", metavar="ID|PATH")

@@ -202,8 +202,21 @@ def _build_explore(card: DatasetCard, path: Path, progress: bool) -> None:
     build_from_card(card, path, progress)
 
 
-def _build_relabel(card: DatasetCard, path: Path, progress: bool) -> None:
+def relabel_into_task(source: Dataset, task: str, dataset_id: str | None = None) -> Dataset:
+    """``source`` with the rewards of the registered task ``task`` (``relabel_for_task``), as a dataset of
+    the task's environment: its ``env_id`` and ``env_spec`` are the task's, where it is evaluated."""
     from offbench.data.relabel import relabel_for_task
+    from offbench.envs.tasks import get_task
+
+    found = get_task(task)
+    relabelled = relabel_for_task(source, found.name, dataset_id=dataset_id)
+    env = gym.make(found.env_id)
+    relabelled.metadata.env_id, relabelled.metadata.env_spec = found.env_id, _env_spec_json(env)
+    env.close()
+    return relabelled
+
+
+def _build_relabel(card: DatasetCard, path: Path, progress: bool) -> None:
     from offbench.envs.tasks import get_task
 
     r = card.recipe
@@ -215,10 +228,7 @@ def _build_relabel(card: DatasetCard, path: Path, progress: bool) -> None:
         raise OffbenchError(f"{card.path}: env_id {card.env_id!r} is not the env of task {task.name!r} "
                             f"({task.env_id!r}); a relabelled dataset is evaluated in its task's env")
     source = read_dataset(ensure_built(r["source"], progress=progress))
-    relabelled = relabel_for_task(source, task.name, dataset_id=card.id)
-    env = gym.make(task.env_id)
-    relabelled.metadata.env_id, relabelled.metadata.env_spec = task.env_id, _env_spec_json(env)
-    env.close()
+    relabelled = relabel_into_task(source, task.name, dataset_id=card.id)
     relabelled.metadata.recipe = {**r, "reward": relabelled.metadata.recipe["reward"],
                                   "source_recipe": source.metadata.recipe}
     relabelled.metadata.description = card.description
