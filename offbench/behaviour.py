@@ -194,6 +194,10 @@ def make_policy(spec: str | dict, env: gym.Env, *, seed: int = 0, root: Path | N
         return PendulumSwingUpController()
     if kind == "point_plane_goal":
         return PointPlaneGoalController(env)
+    if kind == "maze_goal":
+        from offbench.envs.maze_tasks import MazeGoalController
+
+        return MazeGoalController(env)
     if kind in ("stitchgrid_routes", "stitchgrid_optimal"):
         from offbench.envs.gridworld import EpsilonGreedyPolicy, StitchGridRoutePolicy
 
@@ -204,4 +208,4 @@ def make_policy(spec: str | dict, env: gym.Env, *, seed: int = 0, root: Path | N
             raise OffbenchError(f"behaviour policy {kind!r} takes only 'epsilon'; got {sorted(params)}")
         return cls(env, **params)
     raise OffbenchError(f"unknown behaviour policy {kind!r} (known: uniform_random, pendulum_swingup, "
-                        "point_plane_goal, stitchgrid_routes, stitchgrid_optimal, checkpoint)")
+                        "point_plane_goal, maze_goal, stitchgrid_routes, stitchgrid_optimal, checkpoint)")

@@ -34,45 +34,10 @@ def cmd_list(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from offbench.data.catalogue import cached_path, get_card
+    from offbench.data.card_info import card_info, card_info_lines
 
-    card = get_card(args.id)
-    path = cached_path(card.id)
-    info = {**card.to_toml_dict(), "card": str(card.path), "cached": str(path) if path.exists() else None}
-    if path.exists():
-        from offbench.data.dataset import read_dataset
-
-        ds = read_dataset(path)
-        info["file"] = {"steps": ds.num_steps, "episodes": ds.num_episodes,
-                        "terminated_episodes": int(ds.terminations[ds.episode_starts + ds.episode_lengths - 1].sum()),
-                        "arrays": {p: [list(a.shape), str(a.dtype)] for p, a in sorted(ds.arrays.items())}}
-        from offbench.data.provenance import read_note
-
-        info["local_rebuild"] = read_note(path)  # None: the cached file is the card's own data
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-        return 0
-    print(f"{card.id}\n  {card.description}\n  env: {card.env_id}\n  card: {card.path}")
-    print(f"  recipe: {json.dumps(card.recipe)}")
-    if card.reference_scores:
-        print(f"  reference scores: random {card.reference_scores.get('random')}, "
-              f"expert {card.reference_scores.get('expert')}")
-    if card.size:
-        print(f"  size: {_fmt_int(card.size.get('steps'))} steps, {_fmt_int(card.size.get('episodes'))} episodes, "
-              f"{_fmt_int(card.size.get('bytes'))} bytes")
-    if card.returns:
-        r = card.returns
-        print(f"  episode returns: mean {r['mean']:.2f}, std {r['std']:.2f}, min {r['min']:.2f}, max {r['max']:.2f}")
-    if card.sha256:
-        print(f"  file sha256: {card.sha256}")
-    print(f"  cached: {info['cached'] or 'no (offbench datasets download|build ' + card.id + ')'}")
-    if info.get("local_rebuild"):
-        print(f"  local rebuild, not the published bytes: {info['local_rebuild'].get('comparison')}")
-    if "file" in info:
-        for p, (shape, dtype) in info["file"]["arrays"].items():
-            print(f"    {p:<34} {str(tuple(shape)):<16} {dtype}")
-    for entry in card.changelog:
-        print(f"  {entry.get('version')} ({entry.get('date')}): {entry.get('notes')}")
+    info = card_info(args.id)
+    print(json.dumps(info, indent=2, default=str) if args.json else "\n".join(card_info_lines(info)))
     return 0
 
 
@@ -172,21 +137,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_relabel(args) -> int:
-    from offbench.cli.common import writable_dir
-    from offbench.data import load_dataset
-    from offbench.data.recipes import relabel_into_task
+    from offbench.data.recipes import write_relabelled
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OffbenchError(f"--out {out} exists; pass --overwrite to replace it")
-    writable_dir(out.parent, "--out")
-    source = load_dataset(args.id)
-    relabelled = relabel_into_task(source, args.task, dataset_id=args.new_id)
-    path = relabelled.save(out)
-    rewards = relabelled.rewards
-    print(f"relabelled {source.metadata.dataset_id} for {args.task} -> {path} ({relabelled.num_steps:,} steps, "
-          f"env {relabelled.metadata.env_id}, reward mean {rewards.mean():.4g}, "
-          f"episode return mean {relabelled.episode_returns().mean():.4g})")
+    ds, path = write_relabelled(args.id, args.task, args.out, dataset_id=args.new_id, overwrite=args.overwrite)
+    print(f"relabelled {args.id} for {args.task} -> {path} ({ds.num_steps:,} steps, env {ds.metadata.env_id}, "
+          f"episode return mean {ds.episode_returns().mean():.4g})")
     return 0
 
 

@@ -216,6 +216,22 @@ def relabel_into_task(source: Dataset, task: str, dataset_id: str | None = None)
     return relabelled
 
 
+def write_relabelled(source: str | os.PathLike, task: str, out: str | os.PathLike, *, dataset_id: str | None = None,
+                     overwrite: bool = False) -> tuple[Dataset, Path]:
+    """``offbench datasets relabel``: the dataset ``source`` (an id or a file) relabelled for ``task``
+    (:func:`relabel_into_task`) and written to ``out`` (a temporary file, then renamed), refusing to
+    replace an existing file unless ``overwrite``."""
+    from offbench.data import load_dataset
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OffbenchError(f"--out {out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise OffbenchError(f"--out {out}: the folder {out.parent} does not exist")
+    relabelled = relabel_into_task(load_dataset(source), task, dataset_id=dataset_id)
+    return relabelled, relabelled.save(out)
+
+
 def _build_relabel(card: DatasetCard, path: Path, progress: bool) -> None:
     from offbench.envs.tasks import get_task
 

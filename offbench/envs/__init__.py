@@ -17,6 +17,10 @@ Both truncate after 10 steps themselves (``horizon`` keyword; see ``offbench.env
   200-step episodes and reward 0 (the skill suite's HalfCheetah and its exploratory data), and
   ``offbench/halfcheetah-{run-forward,run-backward,jump}-v0``, the same paying a downstream task's
   reward, the tasks those data are relabelled for (``offbench.envs.cheetah_tasks``).
+- ``offbench/pointmaze-medium-goal-{near,far}-v0``: the reward-free PointMaze-medium
+  (``offbench/PointMazeRewardFree-v0``) paying 1 within 1 of a goal cell's centre, the tasks the
+  exploratory datasets ``explore/pointmaze-medium-reward-free/*`` are relabelled for
+  (``offbench.envs.maze_tasks``; needs ``ogbench`` when made).
 - Meta-RL task families ``offbench/{BernoulliBandit,GridNavi,PointRobot,SparsePointRobot,SignGrid,
   HalfCheetahVel}-v0`` with exact references (``offbench.envs.meta``).
 """
@@ -50,9 +54,11 @@ for _id, _kwargs in _ENVS.items():
 
 from offbench.envs.pointmaze import register_envs as _register_pointmaze  # noqa: E402
 from offbench.envs.cheetah_tasks import register_envs as _register_cheetah_tasks  # noqa: E402
+from offbench.envs.maze_tasks import register_envs as _register_maze_tasks  # noqa: E402
 
 _register_pointmaze()
 _register_cheetah_tasks()
+_register_maze_tasks()
 
 import offbench.envs.meta  # noqa: E402,F401  (registers the meta-RL families; MuJoCo is imported lazily)
 

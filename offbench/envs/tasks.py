@@ -26,6 +26,12 @@ it out is a known cause of MOPO failing to reproduce (REFERENCE.md, section 4).
   ``explore``: the downstream tasks the exploratory data are relabelled for. Reward
   ``1[||s' - goal|| <= 1]`` per step (``point_plane.GoalReward``), never terminates, 50 steps; their
   ``relabel_reward`` recomputes it from a dataset's stored states (``relabel_for_task``).
+- ``pointmaze-medium-reward-free``: ``offbench/PointMazeRewardFree-v0`` (maze ``medium``, 200-step
+  episodes), suite ``explore`` (the exploratory datasets ``explore/pointmaze-medium-reward-free/*``):
+  the (x, y) position as observation, reward 0, never terminates.
+- ``pointmaze-medium-goal-{near,far}``: ``offbench/pointmaze-medium-goal-<name>-v0``, suite ``explore``:
+  the same maze paying ``1[||xy' - g|| <= 1]`` per step at a goal cell's centre g
+  (``maze_tasks.MazeGoalReward``, recomputed from the stored ``sim_state/qpos``).
 - ``halfcheetah-reward-free``: ``offbench/halfcheetah-reward-free-v0``, suite ``explore`` (the
   exploratory datasets ``explore/halfcheetah-reward-free/*``): HalfCheetah with the x position in the
   observation (18 numbers), reward 0, 200 steps, never terminates.
@@ -66,6 +72,9 @@ from offbench.envs.cheetah_tasks import EPISODE_LENGTH as CHEETAH_TASK_MAX_EPISO
 from offbench.envs.cheetah_tasks import TASKS as CHEETAH_TASKS
 from offbench.envs.cheetah_tasks import env_id as cheetah_task_env_id
 from offbench.envs.gridworld import GOAL_REWARD, HORIZON, STEP_COST, default_mdp
+from offbench.envs.maze_tasks import EPISODE_LENGTH as MAZE_TASK_MAX_EPISODE_STEPS
+from offbench.envs.maze_tasks import GOALS as MAZE_GOALS
+from offbench.envs.maze_tasks import env_id as maze_goal_env_id
 from offbench.envs.pointmaze import EVAL_MAX_EPISODE_STEPS as POINTMAZE_MAX_EPISODE_STEPS
 from offbench.envs.pointmaze import MAZES as POINTMAZES
 from offbench.envs.pointmaze import SUCCESS_RADIUS as POINTMAZE_SUCCESS_RADIUS
@@ -377,7 +386,15 @@ TASKS: dict[str, Task] = _tasks(
            termination=_never, reward_bounds=POINT_PLANE_GOAL_REWARD_BOUNDS,
            max_episode_steps=POINT_PLANE_MAX_EPISODE_STEPS, relabel_reward=GoalReward(goal))
       for name, goal in POINT_PLANE_GOALS.items()),
-    # ... and HalfCheetah's downstream tasks of the exploratory data explore/halfcheetah/...
+    # ... PointMaze-medium's (explore/pointmaze-medium-reward-free/...) and its goals ...
+    Task("pointmaze-medium-reward-free", "offbench/PointMazeRewardFree-v0", ("explore",),
+         env_kwargs={"maze": "medium", "episode_length": MAZE_TASK_MAX_EPISODE_STEPS}, observation_dim=2,
+         termination=_never, reward_bounds=(0.0, 0.0), max_episode_steps=MAZE_TASK_MAX_EPISODE_STEPS),
+    *(Task(f"pointmaze-medium-goal-{name}", maze_goal_env_id(name), ("explore",), observation_dim=2,
+           termination=_never, reward_bounds=(0.0, 1.0), max_episode_steps=MAZE_TASK_MAX_EPISODE_STEPS,
+           relabel_reward=reward)
+      for name, reward in MAZE_GOALS.items()),
+    # ... and HalfCheetah's downstream tasks of the exploratory data explore/halfcheetah-reward-free/...
     *(Task(f"halfcheetah-{name}", cheetah_task_env_id(name), ("explore",), observation_dim=18,
            termination=_never, reward_bounds=(0.0, 0.0) if name == "reward-free" else LOCOMOTION_REWARD_BOUNDS,
            max_episode_steps=CHEETAH_TASK_MAX_EPISODE_STEPS,
