@@ -22,21 +22,11 @@ from datetime import date
 from pathlib import Path
 
 import offbench.envs  # noqa: F401  (registers the environments)
-from measure_reference_scores import measure_references  # scripts/, beside this one
+from measure_reference_scores import card_reference_scores  # scripts/, beside this one
 from offbench.data.catalogue import DatasetCard, catalogue_dir, get_card
 from offbench.envs.point_plane import GOALS, goal_env_id
 
 METHODS = ("diayn", "dads", "metra", "rnd", "random")
-
-
-def reference_scores(env_id: str, episodes: int = 100) -> dict:
-    """A card's ``reference_scores``: uniform random actions and the straight-line controller."""
-    measured = measure_references(env_id, "uniform_random", "point_plane_goal", episodes)
-    out = {}
-    for role in ("random", "expert"):
-        out[role] = measured[role]["mean"]
-        out[f"{role}_policy"] = f"{measured[role]['policy']}, {episodes} episodes, seed {measured[role]['seed']}"
-    return out
 
 
 def main() -> None:
@@ -47,7 +37,7 @@ def main() -> None:
     today = date.today().isoformat()
     for goal in args.goals:
         task, env_id = f"point-plane-goal-{goal}", goal_env_id(goal)
-        reference = reference_scores(env_id)
+        reference = card_reference_scores(env_id, "point_plane_goal")
         folder = catalogue_dir() / "explore" / task
         folder.mkdir(parents=True, exist_ok=True)
         changelog = [{"version": "v0", "date": today, "notes": "First version."}]

@@ -22,7 +22,7 @@ import json
 from datetime import date
 
 import offbench.envs  # noqa: F401  (registers the environments)
-from measure_reference_scores import measure_references  # scripts/, beside this one
+from measure_reference_scores import card_reference_scores  # scripts/, beside this one
 from offbench.data.catalogue import DatasetCard, catalogue_dir
 from offbench.envs import cheetah_tasks, maze_tasks
 
@@ -90,15 +90,6 @@ def explore_card(env: str, method: str, changelog: list) -> DatasetCard:
                        recipe=recipe, changelog=changelog)
 
 
-def reference_scores(env_id: str, episodes: int = 100) -> dict:
-    measured = measure_references(env_id, "uniform_random", "maze_goal", episodes)
-    out = {}
-    for role in ("random", "expert"):
-        out[role] = measured[role]["mean"]
-        out[f"{role}_policy"] = f"{measured[role]['policy']}, {episodes} episodes, seed {measured[role]['seed']}"
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("environments", nargs="+", choices=sorted(ENVIRONMENTS))
@@ -113,7 +104,7 @@ def main() -> None:
             continue
         for goal, reward in maze_tasks.GOALS.items():
             task, env_id = f"pointmaze-medium-goal-{goal}", maze_tasks.env_id(goal)
-            reference = reference_scores(env_id)
+            reference = card_reference_scores(env_id, "maze_goal")
             goal_folder = catalogue_dir() / "explore" / task
             goal_folder.mkdir(parents=True, exist_ok=True)
             for method in SKILLS[env]:

@@ -29,6 +29,17 @@ def measure_references(env_id: str, random: str, expert: str, episodes: int = 10
     return out
 
 
+def card_reference_scores(env_id: str, expert: str, episodes: int = 100) -> dict:
+    """A card's ``reference_scores`` table: uniform random actions and ``expert``, each the mean return of
+    ``episodes`` episodes, with the policy, episode count and seed beside it."""
+    measured = measure_references(env_id, "uniform_random", expert, episodes)
+    out = {}
+    for role in ("random", "expert"):
+        out[role] = measured[role]["mean"]
+        out[f"{role}_policy"] = f"{measured[role]['policy']}, {episodes} episodes, seed {measured[role]['seed']}"
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("env_id")
