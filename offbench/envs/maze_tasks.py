@@ -139,4 +139,6 @@ def register_envs() -> None:
 
     for name in GOALS:
         if env_id(name) not in registry:
-            register(id=env_id(name), entry_point="offbench.envs.maze_tasks:make_maze_goal_env", kwargs={"goal": name})
+            # the maze truncates its own 200-step episodes; the spec records the same limit
+            register(id=env_id(name), entry_point="offbench.envs.maze_tasks:make_maze_goal_env", kwargs={"goal": name},
+                     max_episode_steps=EPISODE_LENGTH)
