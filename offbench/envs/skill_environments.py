@@ -5,16 +5,12 @@ An id (``skills/point-plane-v0``) fixes the Gymnasium environment and its argume
 observation coordinates are the agent's x-y position (the plane that coverage counts 1 x 1 cells
 of and the trajectory figure draws):
 
-==========================  ==========================  ======  ==============================================
-id                          environment                 x-y     what it is
-==========================  ==========================  ======  ==============================================
-``skills/point-plane-v0``   ``offbench/PointPlane-v0``  (0, 1)  reward-free plane [-10, 10]^2, 50-step episodes
-``skills/pointmaze-medium``  ``offbench/PointMaze``      (0, 1)  OGBench's PointMaze-medium, reward-free, 200-step
-``-v0``                      ``RewardFree-v0``                   episodes from one start (needs ``ogbench``)
-``skills/halfcheetah-v0``    ``offbench/halfcheetah-``   (0, 1)  HalfCheetah-v5, x kept, reward 0; x and z;
-                            ``reward-free-v0``                  coverage counts 1 m/s bins of the x velocity
-                                                                 (index 9); 200-step episodes
-==========================  ==========================  ======  ==============================================
+- ``skills/point-plane-v0``: ``offbench/PointPlane-v0``, x-y (0, 1): the reward-free plane [-10, 10]^2,
+  50-step episodes;
+- ``skills/pointmaze-medium-v0``: ``offbench/PointMazeRewardFree-v0``, x-y (0, 1): OGBench's PointMaze-medium
+  without reward, 200-step episodes from one start (needs ``ogbench``); figures draw its walls;
+- ``skills/halfcheetah-v0``: ``offbench/halfcheetah-reward-free-v0``, (x, z) at (0, 1): HalfCheetah-v5 with x
+  kept and reward 0, 200-step episodes; coverage counts 1 m/s bins of the x velocity (index 9).
 """
 from __future__ import annotations
 
