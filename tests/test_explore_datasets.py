@@ -290,3 +290,28 @@ def test_a_shipped_card_rebuilds_to_its_hash(method, monkeypatch, tmp_path):
     torch.set_num_threads(1)
     built = read_dataset(build_dataset(card.id, out=tmp_path / "d.hdf5", progress=False, strict=True))
     assert built.content_sha256() == card.content_sha256 and built.num_steps == card.size["steps"]
+
+
+def test_the_maze_and_cheetah_cards_train_with_their_skills_protocols_settings(monkeypatch):
+    """explore/{pointmaze-medium,halfcheetah}-reward-free/*: each method trained for its skills protocol's
+    budget with that protocol's settings (so the data's agent is the table's seed 0), 100,000 steps; the maze's
+    goal relabellings carry references with random below the scripted expert."""
+    from offbench.data.catalogue import list_cards
+    from offbench.protocol import load_protocol
+
+    monkeypatch.delenv("OFFBENCH_CATALOGUE", raising=False)
+    cards = {c.id: c for c in list_cards()}
+    for folder, protocol in (("pointmaze-medium-reward-free", "skills-maze"), ("halfcheetah-reward-free", "skills-cheetah")):
+        p = load_protocol(protocol)
+        for method in METHODS:
+            card = cards[f"explore/{folder}/{method}-v0"]
+            recipe = ExploreRecipe.parse(card.recipe, card.id)
+            assert recipe.episodes == (0 if method == "random" else p.train["steps"]) and recipe.steps == 100_000
+            assert dict(recipe.config) == dict(p.settings(method)), card.id
+            assert card.env_id == recipe.env_id and not card.reference_scores
+    for goal in ("near", "far"):
+        for method in METHODS:
+            card = cards[f"explore/pointmaze-medium-goal-{goal}/{method}-v0"]
+            assert card.recipe == {"kind": "relabel", "source": f"explore/pointmaze-medium-reward-free/{method}-v0",
+                                   "task": f"pointmaze-medium-goal-{goal}"}
+            assert card.reference_scores["random"] < card.reference_scores["expert"]
