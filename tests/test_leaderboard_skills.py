@@ -206,13 +206,18 @@ def test_board_ranks_the_five_methods_in_a_skills_section(shipped_board):
     from offbench.leaderboard.build import load_entries, make_groups
 
     groups = make_groups(load_entries(shipped_board / "entries"))
-    (group,) = [g for g in groups if g.suite == "skills"]
-    assert group.key == "skills--skills--point-plane-v0" and group.datasets == [ENV] and group.skills
+    skills = {g.key: g for g in groups if g.suite == "skills"}  # one group per protocol and environment
+    assert sorted(skills) == ["skills--skills--point-plane-v0", "skills--skills-maze--pointmaze-medium-v0"]
+    maze = skills["skills--skills-maze--pointmaze-medium-v0"]
+    assert [entry["algorithm"]["import_path"] for entry, _ in maze.rows][0] == "metra" and maze.ranks == [1, 2, 3, 4, 5]
+    group = skills["skills--skills--point-plane-v0"]
+    assert group.datasets == [ENV] and group.skills
     assert group.score_label == SKILL_UNIT == "coverage (cells)" and group.item == "environment"
     assert [entry["algorithm"]["import_path"] for entry, _ in group.rows] == RANKED
     assert group.ranks == [1, 2, 3, 4, 5] and all(s.complete for _, s in group.rows)
     readme = (shipped_board / "README.md").read_text()
     section = readme[readme.index("## Suite `skills`"):]
+    section = section[:section.index("## Suite", 3)]  # the plane's section; the maze's follows
     assert section.startswith("## Suite `skills`, protocol `skills`, environment `skills/point-plane-v0`\n")
     assert "Headline: last evaluation; score: coverage (cells); 3 seeds x 1 environment." in section
     assert "| rank | entry | method | IQM [95% CI] | mean | classifier accuracy (chance) |" in section
@@ -234,7 +239,9 @@ def test_board_ranks_the_five_methods_in_a_skills_section(shipped_board):
     assert '<th scope="col" data-type="number">classifier accuracy</th>' in index
     assert '<tr data-order="5" data-entry="offbench-skills-random"><td data-sort="5" class="num">5</td>' in index
     figures = sorted(p.name for p in (shipped_board / "site" / "figures").glob("skills--*"))
-    assert figures == ["skills--skills--point-plane-v0-datasets.svg", "skills--skills--point-plane-v0-iqm.svg"]
+    assert figures == ["skills--skills--point-plane-v0-datasets.svg", "skills--skills--point-plane-v0-iqm.svg",
+                       "skills--skills-maze--pointmaze-medium-v0-datasets.svg",
+                       "skills--skills-maze--pointmaze-medium-v0-iqm.svg"]
     assert "IQM coverage (cells)" in (shipped_board / "site" / "figures" / figures[1]).read_text()
 
 
