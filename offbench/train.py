@@ -144,8 +144,7 @@ def evaluate(algorithm, dataset: Dataset, episodes: int, seed: int) -> dict:
 
     was_training = algorithm.training
     algorithm.eval()
-    dataset_id = getattr(dataset.metadata, "dataset_id", None)  # a file without an id is not a meta dataset
-    benchmark = benchmark_for_dataset(dataset_id) if dataset_id else None
+    benchmark = benchmark_for_dataset(dataset.metadata.dataset_id)
     if benchmark is not None and hasattr(algorithm, "adapt_and_evaluate"):
         from offbench.evaluation.meta_adaptation import evaluation_row
 

@@ -63,7 +63,8 @@ class Oracle:
 class FakeDataset:
     def __init__(self, dataset_id):
         self.card = get_card(dataset_id)
-        self.metadata = type("M", (), {"env_id": self.card.env_id, "reference_scores": self.card.reference_scores})
+        self.metadata = type("M", (), {"dataset_id": dataset_id, "env_id": self.card.env_id,
+                                       "reference_scores": self.card.reference_scores})
 
     def normalized_score(self, returns):
         ref = self.card.reference_scores
