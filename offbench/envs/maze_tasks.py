@@ -35,6 +35,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from offbench.envs.point_plane import GoalReward
 from offbench.envs.pointmaze import MAZE_OFFSET, MAZE_UNIT, SUCCESS_RADIUS
 from offbench.errors import OffbenchError
 
@@ -52,17 +53,12 @@ def cell_centre(cell: tuple[int, int]) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
-class MazeGoalReward:
-    """``1[||xy' - goal||_2 <= radius]`` per step (module docstring). ``rewards(positions)`` is the
-    environment's reward; calling the object on an ``offbench.data.relabel.TransitionView`` recomputes it
-    from the stored next states (``sim_state/qpos``)."""
+class MazeGoalReward(GoalReward):
+    """The point plane's goal reward, ``1[||xy' - goal||_2 <= radius]`` per step (``rewards(positions)``),
+    with OGBench's success radius; calling the object on an ``offbench.data.relabel.TransitionView``
+    recomputes it from the stored next states, which in the maze are ``sim_state/qpos`` (the (x, y))."""
 
-    goal: tuple[float, float]
     radius: float = SUCCESS_RADIUS
-
-    def rewards(self, positions: np.ndarray) -> np.ndarray:
-        diff = np.asarray(positions, np.float64)[..., :2] - np.asarray(self.goal, np.float64)
-        return (np.sqrt((diff * diff).sum(-1)) <= self.radius).astype(np.float64)
 
     def __call__(self, batch: Any) -> np.ndarray:
         batch.require_sim_state("qpos", f"the maze goal reward at {self.goal}")
@@ -115,11 +111,10 @@ class MazeGoalController:
     def __init__(self, env: gym.Env):
         from offbench.envs.pointmaze import MazeGeometry
 
-        reward = None
-        current = env
-        while current is not None and reward is None:  # the MazeGoalEnv under any wrappers gym.make added
-            reward = getattr(current, "goal_reward", None)
-            current = getattr(current, "env", None)
+        try:  # the MazeGoalEnv's, under any wrappers gym.make added
+            reward = env.get_wrapper_attr("goal_reward")
+        except AttributeError:
+            reward = None
         if not isinstance(reward, MazeGoalReward):
             raise OffbenchError("maze_goal needs a maze goal task (offbench/pointmaze-medium-goal-<name>-v0), "
                                 f"not {env.spec.id if env.spec else env}")

@@ -308,16 +308,20 @@ def make_reward_free_pointmaze(maze: str = "medium", episode_length: int = 200) 
     return RewardFreePointMaze(make_pointmaze_env(maze, terminate_at_goal=False), episode_length)
 
 
+def maze_map(maze: str) -> np.ndarray:
+    """OGBench's map of maze ``maze``: ``[i, j]`` is 1 for a wall cell, 0 for a free one."""
+    env = make_pointmaze_env(maze)
+    try:
+        return np.asarray(env.unwrapped.maze_map, dtype=np.int64)
+    finally:
+        env.close()
+
+
 def maze_walls(maze: str) -> list[tuple[float, float, float, float]]:
     """The wall cells of maze ``maze`` as ``(x_min, y_min, width, height)`` rectangles in the
     agent's coordinates (cell ``(i, j)`` is centred at OGBench's ``ij_to_xy``, ``MAZE_UNIT`` wide),
     read from OGBench's own map; for figures."""
-    env = make_pointmaze_env(maze)
-    try:
-        walls = np.argwhere(np.asarray(env.unwrapped.maze_map) == 1)
-    finally:
-        env.close()
-    centres = MazeGeometry.centre(walls)
+    centres = MazeGeometry.centre(np.argwhere(maze_map(maze) == 1))
     return [(float(x - MAZE_UNIT / 2), float(y - MAZE_UNIT / 2), float(MAZE_UNIT), float(MAZE_UNIT))
             for x, y in centres]
 
@@ -373,11 +377,7 @@ class MazeGeometry:
     @classmethod
     def of(cls, maze: str) -> "MazeGeometry":
         """The geometry of a maze, read from OGBench's environment."""
-        env = make_pointmaze_env(maze)
-        try:
-            return cls(env.unwrapped.maze_map)
-        finally:
-            env.close()
+        return cls(maze_map(maze))
 
     def _bfs(self, start: tuple[int, int]) -> np.ndarray:
         """BFS step counts from ``start`` to every cell (-1: unreachable or wall)."""
