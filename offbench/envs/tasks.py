@@ -394,12 +394,13 @@ TASKS: dict[str, Task] = _tasks(
            termination=_never, reward_bounds=(0.0, 1.0), max_episode_steps=MAZE_TASK_MAX_EPISODE_STEPS,
            relabel_reward=reward)
       for name, reward in MAZE_GOALS.items()),
-    # ... and HalfCheetah's downstream tasks of the exploratory data explore/halfcheetah-reward-free/...
+    # ... and HalfCheetah's (explore/halfcheetah-reward-free/...) and its downstream tasks
+    Task("halfcheetah-reward-free", cheetah_task_env_id("reward-free"), ("explore",), observation_dim=18,
+         termination=_never, reward_bounds=(0.0, 0.0), max_episode_steps=CHEETAH_TASK_MAX_EPISODE_STEPS),
     *(Task(f"halfcheetah-{name}", cheetah_task_env_id(name), ("explore",), observation_dim=18,
-           termination=_never, reward_bounds=(0.0, 0.0) if name == "reward-free" else LOCOMOTION_REWARD_BOUNDS,
-           max_episode_steps=CHEETAH_TASK_MAX_EPISODE_STEPS,
-           relabel_reward=None if name == "reward-free" else reward)
-      for name, reward in CHEETAH_TASKS.items()),
+           termination=_never, reward_bounds=LOCOMOTION_REWARD_BOUNDS, max_episode_steps=CHEETAH_TASK_MAX_EPISODE_STEPS,
+           relabel_reward=reward)
+      for name, reward in CHEETAH_TASKS.items() if name != "reward-free"),
 )
 
 
