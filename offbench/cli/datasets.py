@@ -8,11 +8,8 @@ from offbench.cli.common import run_each
 from offbench.errors import OffbenchError
 
 
-def _fmt_int(n) -> str:
-    return f"{int(n):,}" if n is not None and n != "" else "-"
-
-
 def cmd_list(args) -> int:
+    from offbench.data.card_info import format_count
     from offbench.data.catalogue import cached_path, list_cards
 
     cards = [c for c in list_cards()
@@ -29,7 +26,7 @@ def cmd_list(args) -> int:
     print(f"{'id':<{width}}  {'env':<22} {'steps':>11}  cached")
     for c in cards:
         cached = "yes" if cached_path(c.id).exists() else "-"
-        print(f"{c.id:<{width}}  {c.env_id:<22} {_fmt_int(c.size.get('steps')):>11}  {cached}")
+        print(f"{c.id:<{width}}  {c.env_id:<22} {format_count(c.size.get('steps')):>11}  {cached}")
     return 0
 
 

@@ -5,7 +5,8 @@ import json
 from typing import Any
 
 
-def _fmt_int(n) -> str:
+def format_count(n) -> str:
+    """``12,345``, or ``-`` where a card records no count."""
     return f"{int(n):,}" if n is not None and n != "" else "-"
 
 
@@ -37,8 +38,8 @@ def card_info_lines(info: dict[str, Any]) -> list[str]:
     if ref:
         lines.append(f"  reference scores: random {ref.get('random')}, expert {ref.get('expert')}")
     if size:
-        lines.append(f"  size: {_fmt_int(size.get('steps'))} steps, {_fmt_int(size.get('episodes'))} episodes, "
-                     f"{_fmt_int(size.get('bytes'))} bytes")
+        lines.append(f"  size: {format_count(size.get('steps'))} steps, {format_count(size.get('episodes'))} episodes, "
+                     f"{format_count(size.get('bytes'))} bytes")
     if r:
         lines.append(f"  episode returns: mean {r['mean']:.2f}, std {r['std']:.2f}, min {r['min']:.2f}, max {r['max']:.2f}")
     sha = (info.get("files") or {}).get("sha256")
