@@ -107,6 +107,25 @@ class Protocol:
         return new
 
 
+#: what must be equal for two protocols' runs to share a table (the grid itself may differ)
+SCHEDULE_ATTRIBUTES = ("train", "headline", "per_algorithm", "suite")
+
+
+def schedule_difference(a: Protocol, b: Protocol) -> str | None:
+    """The first of :data:`SCHEDULE_ATTRIBUTES` in which ``a`` and ``b`` differ, or None when their runs
+    can share one results table (they may still name different algorithms, datasets or seeds)."""
+    return next((attribute for attribute in SCHEDULE_ATTRIBUTES if getattr(a, attribute) != getattr(b, attribute)), None)
+
+
+def write_protocol(protocol: Protocol, path: Path) -> None:
+    """Save ``protocol`` as TOML (what a results directory's ``protocol.toml`` holds)."""
+    import tomli_w
+
+    from offbench.atomic import write_atomic
+
+    write_atomic(path, tomli_w.dumps(protocol.to_dict()))
+
+
 def protocol_for_suite(suite: str, protocol: str | Path | None = None) -> Protocol:
     """The protocol ``offbench reproduce SUITE`` runs: ``protocol`` if given, else the suite's own.
 

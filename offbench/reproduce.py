@@ -38,8 +38,8 @@ from typing import Callable, Iterable
 
 from offbench.atomic import write_atomic
 from offbench.errors import OffbenchError
-from offbench.evaluation.results import COLUMNS, EXTRA_COLUMNS, dataset_slug, evaluation_rows
-from offbench.protocol import Protocol
+from offbench.evaluation.results import dataset_slug, evaluation_rows, write_results_csv
+from offbench.protocol import Protocol, schedule_difference, write_protocol
 
 # Rough cost of one gradient step relative to BC at lite sizes (measured on this machine), so the
 # pool starts the longest runs first and the progress bar's ETA means something.
@@ -575,13 +575,6 @@ class ProgressBar:
 # ---------------------------------------------------------------------- the schedule
 
 
-def write_protocol(protocol: Protocol, path: Path) -> None:
-    import tomli_w
-
-    raw = protocol.to_dict()
-    write_atomic(path, tomli_w.dumps(raw))
-
-
 def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "local", workers: int = 1,
               address: str | None = None, progress: bool = True, log: Callable[[str], None] = print,
               device: str = "cpu") -> dict:
@@ -599,14 +592,17 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
     out.mkdir(parents=True, exist_ok=True)
     protocol_path = out / "protocol.toml"
     requested = protocol
+    if (out / "manifest.json").is_file() and json.loads((out / "manifest.json").read_text()).get("combined"):
+        raise OffbenchError(f"{out} is a table combined from several results directories (offbench combine), not a "
+                            "run directory: reproduce into a new --out, then combine the two")
     if protocol_path.exists():
         from offbench.protocol import load_protocol
 
         previous = load_protocol(protocol_path)
-        for attribute in ("train", "headline", "per_algorithm", "suite"):
-            if getattr(previous, attribute) != getattr(protocol, attribute):
-                raise OffbenchError(f"{out} holds results of a different protocol ({attribute} differs); "
-                                    "use another --out, or the same protocol to resume")
+        differs = schedule_difference(previous, protocol)
+        if differs:
+            raise OffbenchError(f"{out} holds results of a different protocol ({differs} differs); "
+                                "use another --out, or the same protocol to resume")
         # the directory's protocol is the union of every schedule run into it; this call runs
         # only what was asked for, but the table keeps every finished run
         protocol = protocol.restricted(
@@ -731,13 +727,5 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
 
 
 def write_results_table(out: Path, results: Iterable[dict]) -> Path:
-    """``results.csv``: one row per run x evaluation, sorted, so equal runs give equal bytes."""
-    import pandas as pd
-
-    rows = [row for r in results for row in r["rows"]]
-    # the skills suite's metric columns only where its runs wrote them: other tables keep their bytes
-    table = pd.DataFrame.from_records(rows, columns=COLUMNS + [c for c in EXTRA_COLUMNS if any(c in r for r in rows)])
-    table = table.sort_values(["algorithm", "dataset", "seed", "step"], kind="stable")
-    path = out / "results.csv"
-    write_atomic(path, table.to_csv(index=False))
-    return path
+    """``results.csv`` of the runs' results (:func:`offbench.evaluation.results.write_results_csv`)."""
+    return write_results_csv(out, [row for r in results for row in r["rows"]])

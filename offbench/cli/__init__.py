@@ -2,7 +2,7 @@
 
 - :mod:`offbench.cli.training`: ``train``, ``eval``, ``algos``
 - :mod:`offbench.cli.reproduce`: ``reproduce``
-- :mod:`offbench.cli.report`: ``report``
+- :mod:`offbench.cli.report`: ``report``, ``combine``
 - :mod:`offbench.cli.leaderboard`: ``leaderboard submit|validate|verify|build``
 - :mod:`offbench.cli.ope`: ``ope``, ``ope zoo``, ``select``
 - :mod:`offbench.cli.datasets`: ``datasets list|info|build|verify|download|publish|serve|export-minari|import-minari``

@@ -79,6 +79,29 @@ def _suite_of(dataset: str, default: str) -> str:
     return dataset.split("/", 1)[0] if "/" in dataset else default
 
 
+def combined_provenance(manifest: dict) -> dict:
+    """A combined table's (``offbench combine``) commits and dataset builds: which algorithms' runs
+    came from which commit, and the datasets whose file differs between algorithms."""
+    commits: dict[str, set] = {}
+    for run in manifest.get("runs", []):
+        commits.setdefault(str(run.get("git_commit") or "unknown"), set()).add(str(run.get("algorithm")))
+    return {"commits": {c: sorted(a) for c, a in sorted(commits.items())},
+            "rebuilt_datasets": sorted(d for d, h in (manifest.get("dataset_sha256") or {}).items() if h is None)}
+
+
+def _commit_text(manifest: dict) -> str:
+    """The report's commit line: the commit, or for a combined table each commit and its algorithms."""
+    combined = manifest.get("combined")
+    if not combined:
+        return manifest.get("git_commit") or "unknown"
+    line = "combined (offbench combine) from runs at " + ", ".join(
+        f"{c[:7]} ({', '.join(a)})" for c, a in combined["commits"].items())
+    if combined["rebuilt_datasets"]:
+        line += (f"; {len(combined['rebuilt_datasets'])} datasets were rebuilt between those runs (not bit for bit): "
+                 "each algorithm's runs share one build, recorded per run in manifest.json")
+    return line
+
+
 def _train_setting(protocol, algorithm: str, key: str):
     """A run's training setting: protocol ``[train]`` < overrides < TrainConfig's default."""
     values = {**protocol.train, **protocol.per_algorithm.get(algorithm, {}).get("train", {})}
@@ -324,7 +347,8 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                      "seeds": seeds, "steps": steps, "eval_every": _train_setting(protocol, algorithms[0], "eval_every")
                      if algorithms else None},
         "manifest": {"git_commit": manifest.get("git_commit"), "wall_time_seconds": manifest.get("wall_time_seconds"),
-                     "offbench_version": manifest.get("offbench_version"), "backend": manifest.get("backend")},
+                     "offbench_version": manifest.get("offbench_version"), "backend": manifest.get("backend"),
+                     **({"combined": combined_provenance(manifest)} if manifest.get("combined") else {})},
         "bootstrap": {"reps": reps, "seed": seed, "confidence": stats.DEFAULT_SIZE,
                       "method": "stratified bootstrap over seeds (within each dataset), percentile interval"},
         "algorithms": algorithms, "datasets": datasets,
@@ -484,7 +508,7 @@ def _header_lines(report: dict) -> list[str]:
              f"({scored}); never the best over training.",
              f"Seeds: {', '.join(str(s) for s in p['seeds'])} ({len(p['seeds'])} per dataset); {steps_noun}: "
              f"{common}{f' ({exceptions})' if exceptions else ''}; evaluation every {p['eval_every']} {step_noun}.",
-             f"Git commit: {m.get('git_commit') or 'unknown'}; wall time: "
+             f"Git commit: {_commit_text(m)}; wall time: "
              f"{'unknown' if wall is None else f'{float(wall):.1f} s'}; offbench {m.get('offbench_version') or '?'}.",
              f"Cells: mean ± standard error over {len(p['seeds'])} seeds (sample std / √n; n marked where fewer) "
              f"[95% stratified-bootstrap percentile interval of the mean; "

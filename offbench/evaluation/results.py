@@ -68,6 +68,20 @@ def evaluation_rows(run_dir: Path, *, algorithm: str, dataset: str, suite: str, 
     return rows
 
 
+def write_results_csv(out: Path, rows: list[dict]) -> Path:
+    """``OUT/results.csv``: one row per run x evaluation, sorted, so equal runs give equal bytes."""
+    import pandas as pd
+
+    from offbench.atomic import write_atomic
+
+    # the skills suite's metric columns only where its runs wrote them: other tables keep their bytes
+    table = pd.DataFrame.from_records(rows, columns=COLUMNS + [c for c in EXTRA_COLUMNS if any(c in r for r in rows)])
+    table = table.sort_values(["algorithm", "dataset", "seed", "step"], kind="stable")
+    path = Path(out) / "results.csv"
+    write_atomic(path, table.to_csv(index=False))
+    return path
+
+
 def load_results(results_dir: str | Path):
     """``(protocol, manifest, table)`` of a results directory; ``table`` is a pandas DataFrame."""
     import pandas as pd

@@ -87,12 +87,17 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
         raise OffbenchError(f"{results_dir}: {len(failed)} run(s) of {algorithm} did not finish ({shown}); "
                             "re-run `offbench reproduce` with the same --out to finish them, then submit")
     hashes = manifest.get("dataset_sha256") or {}
+    # a combined table (offbench combine) records each run's own dataset file and commit
+    run_hashes = {(r.get("dataset"), int(r.get("seed", -1))): r["dataset_sha256"] for r in manifest.get("runs", [])
+                  if r.get("algorithm") == algorithm and r.get("dataset_sha256")}
+    run_commits = {r.get("git_commit") for r in manifest.get("runs", []) if r.get("algorithm") == algorithm}
     meta = protocol.suite in ("meta", "skills")  # benchmarks or environments: no dataset files, no hashes
     skills = protocol.suite == "skills"
     sub = table[table["algorithm"].astype(str) == algorithm].sort_values(["dataset", "seed", "step"], kind="stable")
     runs = []
     for (dataset, seed), group in sub.groupby(["dataset", "seed"], sort=True):
-        if not meta and dataset not in hashes:
+        digest = run_hashes.get((dataset, int(seed))) or hashes.get(dataset)
+        if not meta and not digest:
             raise OffbenchError(f"{results_dir / 'manifest.json'}: no dataset_sha256 recorded for {dataset}; "
                                 "re-run `offbench reproduce` with the same --out to record it")
         run_dir = results_dir / str(group["run_dir"].iloc[0])
@@ -112,7 +117,7 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
                     value = _finite(getattr(row, key))
                     ev[key] = None if value is None else int(value) if key == "coverage" else value
             evaluations.append(ev)
-        runs.append({"dataset": str(dataset), "seed": int(seed), "dataset_sha256": None if meta else hashes[dataset],
+        runs.append({"dataset": str(dataset), "seed": int(seed), "dataset_sha256": None if meta else digest,
                      "gradient_steps": int(group["step"].max()), **extras, "evaluations": evaluations})
     builtin = algorithm in builtin_names()
     compute = {key: manifest.get(key) for key in ("backend", "workers", "wall_time_seconds", "run_seconds_total")
@@ -127,7 +132,8 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
         "authors": list(authors or []),
         "paper": paper,
         "code": code,
-        "code_commit": commit or (manifest.get("git_commit") if builtin else None),
+        "code_commit": commit or ((manifest.get("git_commit") or (run_commits.pop() if len(run_commits) == 1 else None))
+                                  if builtin else None),
         "offbench_version": manifest.get("offbench_version") or "unknown",
         "suite": protocol.suite,
         "protocol": {"name": protocol.name, "headline": {"kind": protocol.headline.kind, "n": protocol.headline.n}},
