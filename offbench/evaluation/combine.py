@@ -16,11 +16,11 @@ What may be combined:
   training, headline, per-algorithm settings and suite; the grids may differ);
 - a run (algorithm, dataset, seed) is in one source only, unless ``replace`` is set: then a later
   source's run replaces an earlier one (a run done again);
-- within one algorithm, every run on a dataset was trained on the same file. Two builds of a
-  dataset that are not bit for bit equal (a rebuild on another CPU, see docs/datasets.md) may
-  serve two different algorithms' columns, never one column: a column compares datasets, so its
-  runs must see the same data. The combined manifest's ``dataset_sha256`` then maps such a dataset
-  to ``null`` and each run carries its own hash.
+- one cell, one build: every seed of one algorithm on one dataset was trained on the same file. Two
+  builds of a dataset that are not bit for bit equal (a rebuild on another CPU, see
+  docs/datasets.md) may serve two algorithms, never the seeds of one cell, whose mean and interval
+  assume they saw the same data. The combined manifest's ``dataset_sha256`` then maps such a
+  dataset to ``null`` and each run carries its own hash.
 
 A combined directory is a table, not a run directory: ``offbench reproduce`` refuses it (its
 runs' directories stay on the machines that ran them). Reproduce into a new directory and
@@ -102,22 +102,22 @@ def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool
             rows[key] = [{k: v for k, v in r.items() if v == v and v is not None}  # NaN: no value
                          for r in picked.to_dict("records")]
 
-    # one column, one build of each dataset
-    column_hash: dict[tuple, tuple[str, tuple]] = {}
+    # one cell (algorithm, dataset), one build of the dataset
+    cell_hash: dict[tuple, tuple[str, tuple]] = {}
     for key, run in sorted(runs.items()):
         digest = run.get("dataset_sha256")
         if digest is None:
             continue  # an online suite (no dataset file)
-        seen = column_hash.setdefault(key[:2], (digest, key))
+        seen = cell_hash.setdefault(key[:2], (digest, key))
         if seen[0] != digest:
             other = seen[1]
             raise OffbenchError(
                 f"{key[0]} on {key[1]}: seed {other[2]} ({origin[other]}) trained on a file with SHA-256 {seen[0][:12]}…, "
                 f"seed {key[2]} ({origin[key]}) on {digest[:12]}…: one algorithm's runs on a dataset must share one "
-                "build of it. Re-run the column's runs on one build (offbench reproduce --algos "
+                "build of it. Re-run the cell's seeds on one build (offbench reproduce --algos "
                 f"{key[0]}) and pass --replace")
     by_dataset: dict[str, set] = {}
-    for (_, dataset), (digest, _) in column_hash.items():
+    for (_, dataset), (digest, _) in cell_hash.items():
         by_dataset.setdefault(dataset, set()).add(digest)
 
     grid = protocol.restricted(
