@@ -1,7 +1,9 @@
-"""What the reward-free datasets of PointMaze-medium and HalfCheetah hold (docs/skills.md), one JSON line each.
+"""What the reward-free datasets of PointMaze-medium and HalfCheetah, and the ExORL table's relabelled point-plane
+datasets, hold (docs/skills.md), one JSON line each.
 
     python scripts/explore_data_stats.py maze diayn dads metra rnd random
     python scripts/explore_data_stats.py cheetah diayn dads metra rnd random
+    python scripts/explore_data_stats.py plane diayn dads metra rnd random sac-replay
 
 - maze (``explore/pointmaze-medium-reward-free/<method>-v0``): distinct 1 x 1 cells of all states (finals
   included) and of the first 40 episodes' observations, the mean distance from its start where an episode
@@ -9,7 +11,10 @@
   (``relabel_for_task``);
 - cheetah (``explore/halfcheetah-reward-free/<method>-v0``): distinct 1 m/s bins of the x velocity (the
   skills table's coverage), the velocity and x ranges, the highest torso rise, and each task's mean and
-  best episode return after relabelling.
+  best episode return after relabelling;
+- plane (``explore/point-plane-goal-{top-right,bottom}/<method>-v0``, the ExORL table's data): for each goal the
+  steps with reward, the episodes that reach the goal, the best and mean episode return, and the content hash
+  (which build of the data it is: a rebuild on another CPU is not bit for bit the card's).
 
 Datasets that are not built are reported as such.
 """
@@ -25,7 +30,8 @@ from offbench.data.catalogue import cached_path
 from offbench.data.relabel import relabel_for_task
 from offbench.evaluation.skills import coverage
 
-FOLDERS = {"maze": "pointmaze-medium-reward-free", "cheetah": "halfcheetah-reward-free"}
+FOLDERS = {"maze": "pointmaze-medium-reward-free", "cheetah": "halfcheetah-reward-free",
+           "plane": ("point-plane-goal-top-right", "point-plane-goal-bottom")}
 
 
 def maze_row(ds) -> dict:
@@ -54,19 +60,28 @@ def cheetah_row(ds) -> dict:
     return row
 
 
+def plane_row(ds) -> dict:
+    returns = ds.episode_returns()
+    return {"rewarded_steps": int((ds.rewards > 0).sum()), "episodes_reaching": int((returns > 0).sum()),
+            "return_max": float(returns.max()), "return_mean": round(float(returns.mean()), 3),
+            "content_sha256": ds.content_sha256()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("environment", choices=sorted(FOLDERS))
     parser.add_argument("methods", nargs="+")
     args = parser.parse_args()
-    for method in args.methods:
-        dataset_id = f"explore/{FOLDERS[args.environment]}/{method}-v0"
-        if not cached_path(dataset_id).exists():
-            print(json.dumps({"dataset": dataset_id, "built": False}))
-            continue
-        ds = load_dataset(dataset_id)
-        row = maze_row(ds) if args.environment == "maze" else cheetah_row(ds)
-        print(json.dumps({"dataset": dataset_id, "steps": ds.num_steps, "episodes": ds.num_episodes, **row}))
+    folders = FOLDERS[args.environment]
+    for folder in folders if isinstance(folders, tuple) else (folders,):
+        for method in args.methods:
+            dataset_id = f"explore/{folder}/{method}-v0"
+            if not cached_path(dataset_id).exists():
+                print(json.dumps({"dataset": dataset_id, "built": False}))
+                continue
+            ds = load_dataset(dataset_id)
+            row = {"maze": maze_row, "cheetah": cheetah_row, "plane": plane_row}[args.environment](ds)
+            print(json.dumps({"dataset": dataset_id, "steps": ds.num_steps, "episodes": ds.num_episodes, **row}))
 
 
 if __name__ == "__main__":
