@@ -207,9 +207,13 @@ def test_board_ranks_the_five_methods_in_a_skills_section(shipped_board):
 
     groups = make_groups(load_entries(shipped_board / "entries"))
     skills = {g.key: g for g in groups if g.suite == "skills"}  # one group per protocol and environment
-    assert sorted(skills) == ["skills--skills--point-plane-v0", "skills--skills-maze--pointmaze-medium-v0"]
+    assert sorted(skills) == ["skills--skills--point-plane-v0", "skills--skills-cheetah--halfcheetah-v0",
+                              "skills--skills-maze--pointmaze-medium-v0"]
     maze = skills["skills--skills-maze--pointmaze-medium-v0"]
     assert [entry["algorithm"]["import_path"] for entry, _ in maze.rows][0] == "metra" and maze.ranks == [1, 2, 3, 4, 5]
+    cheetah = skills["skills--skills-cheetah--halfcheetah-v0"]  # DADS ties random actions' 6 velocity bins
+    assert [entry["algorithm"]["import_path"] for entry, _ in cheetah.rows] == ["diayn", "metra", "rnd", "dads", "random"]
+    assert cheetah.ranks == [1, 2, 3, 4, 4]
     group = skills["skills--skills--point-plane-v0"]
     assert group.datasets == [ENV] and group.skills
     assert group.score_label == SKILL_UNIT == "coverage (cells)" and group.item == "environment"
@@ -240,6 +244,7 @@ def test_board_ranks_the_five_methods_in_a_skills_section(shipped_board):
     assert '<tr data-order="5" data-entry="offbench-skills-random"><td data-sort="5" class="num">5</td>' in index
     figures = sorted(p.name for p in (shipped_board / "site" / "figures").glob("skills--*"))
     assert figures == ["skills--skills--point-plane-v0-datasets.svg", "skills--skills--point-plane-v0-iqm.svg",
+                       "skills--skills-cheetah--halfcheetah-v0-datasets.svg", "skills--skills-cheetah--halfcheetah-v0-iqm.svg",
                        "skills--skills-maze--pointmaze-medium-v0-datasets.svg",
                        "skills--skills-maze--pointmaze-medium-v0-iqm.svg"]
     assert "IQM coverage (cells)" in (shipped_board / "site" / "figures" / figures[1]).read_text()
