@@ -181,3 +181,29 @@ def test_the_exorl_comparison_sets_each_learner_beside_its_replay_score():
     text = "\n".join(markdown_lines(comparison))
     assert "| td3 | 98.0 ± 1.0 | 60.0 ± 1.0 | 40.0 ± 1.0 | rnd | +58.0 | 2 of 2 |" in text
     assert "| iql | 10.0 ± 1.0 | — | 30.0 ± 1.0 | rnd | -20.0 | 0 of 1 |" in text
+
+
+def test_cells_trained_on_a_rebuild_are_marked(monkeypatch):
+    """A cell whose runs trained on a file other than the card's (a local rebuild: the manifest's hash,
+    per run in a combined table, is not the card's sha256) is named in the report and marked ʳ."""
+    from offbench.data import catalogue
+    from offbench.evaluation.exorl_report import exorl_comparison, markdown_lines
+    from offbench.evaluation.report import rebuilt_cells
+
+    ids = {s: f"explore/goal-a/{s}-v0" for s in ("rnd", "sac-replay")}
+    card_sha = {ids["rnd"]: "a" * 64, ids["sac-replay"]: "b" * 64}
+    monkeypatch.setattr(catalogue, "get_card", lambda d: DatasetCard(id=d, env_id="x", description="", recipe={},
+                                                                  files={"sha256": card_sha[d]}))
+    runs = [{"algorithm": "td3", "dataset": d, "seed": 0, "status": "finished"} for d in ids.values()]
+    runs += [{"algorithm": "iql", "dataset": ids["rnd"], "seed": 0, "status": "finished", "dataset_sha256": "a" * 64},
+             {"algorithm": "iql", "dataset": ids["sac-replay"], "seed": 0, "status": "finished",
+              "dataset_sha256": "c" * 64},  # a rebuild, recorded per run (offbench combine)
+             {"algorithm": "iql", "dataset": ids["rnd"], "seed": 1, "status": "failed", "dataset_sha256": "d" * 64}]
+    manifest = {"dataset_sha256": {ids["rnd"]: "a" * 64, ids["sac-replay"]: None}, "runs": runs}
+    assert rebuilt_cells(manifest) == {"iql": [ids["sac-replay"]]}  # td3's sac-replay run has no hash: unknown
+    cell = {"mean": 50.0, "stderr": 1.0, "n": 1}
+    comparison = exorl_comparison({d: {"td3": cell, "iql": cell} for d in ids.values()}, list(ids.values()),
+                                  ["td3", "iql"], rebuilt=rebuilt_cells(manifest))
+    text = "\n".join(markdown_lines(comparison))
+    assert "| iql | 50.0 ± 1.0 | 50.0 ± 1.0 ʳ | rnd | +0.0 | 0 of 1 |" in text
+    assert "| td3 | 50.0 ± 1.0 | 50.0 ± 1.0 | rnd |" in text and "ʳ: trained on a local rebuild" in text

@@ -28,14 +28,17 @@ def split_explore_id(dataset_id: str) -> tuple[str, str] | None:
     return parts[1], parts[2].rsplit("-v", 1)[0]
 
 
-def exorl_comparison(cells: dict[str, dict[str, Any]], datasets: list[str], algorithms: list[str]) -> dict:
+def exorl_comparison(cells: dict[str, dict[str, Any]], datasets: list[str], algorithms: list[str], *,
+                     rebuilt: dict[str, list[str]] | None = None) -> dict:
     """``{task: {"replay": id or None, "sources": [...], "rows": {algorithm: row}}}`` from the report's
     headline cells (``cells[dataset][algorithm]``: ``{"mean", "stderr", "n", ...}`` or None).
 
     A row: ``replay`` and ``sources`` (``{source: [mean, stderr, n]}``, None where the run is
     missing), ``best_source`` (the exploratory source with the highest mean), ``best_minus_replay``
     (points) and ``sources_above_replay`` (how many exploratory sources score above the replay
-    data's mean); the last three need the replay cell and at least one exploratory cell."""
+    data's mean); the last three need the replay cell and at least one exploratory cell. ``rebuilt``
+    (``{algorithm: [dataset, ...]}``, :func:`offbench.evaluation.report.rebuilt_cells`): the cells
+    trained on a local rebuild instead of the card's file, listed per row as ``rebuilt_sources``."""
     tasks: dict[str, dict[str, str]] = {}
     for dataset in datasets:
         split = split_explore_id(dataset)
@@ -55,7 +58,9 @@ def exorl_comparison(cells: dict[str, dict[str, Any]], datasets: list[str], algo
             scored = {s: cell(by_source[s]) for s in sources}
             present = {s: v for s, v in scored.items() if v is not None}
             row: dict[str, Any] = {"replay": replay, "sources": scored, "best_source": None,
-                                   "best_minus_replay": None, "sources_above_replay": None}
+                                   "best_minus_replay": None, "sources_above_replay": None,
+                                   "rebuilt_sources": [s for s, d in by_source.items()
+                                                       if d in (rebuilt or {}).get(algorithm, [])]}
             if present:
                 best = max(present, key=lambda s: present[s][0])
                 row["best_source"] = best
@@ -84,6 +89,11 @@ def markdown_lines(comparison: dict) -> list[str]:
              "size). *best − replay*: the best exploratory source's score minus the replay score, in points; "
              "*above*: how many exploratory sources beat the replay data. ExORL's finding is a positive "
              "difference for TD3.", ""]
+    if any(row.get("rebuilt_sources") for entry in comparison.values() for row in entry["rows"].values()):
+        lines += ["ʳ: trained on a local rebuild of that dataset, not the card's file. A rebuild on another CPU "
+                  "trains the exploration and SAC agents of its recipe again, so it is another draw of the data: "
+                  "compare such a cell with the same learner's other cells, not with another learner's cell on "
+                  "the card's file.", ""]
     for task, entry in comparison.items():
         sources = entry["sources"]
         lines += [f"**{task}**", ""]
@@ -94,8 +104,10 @@ def markdown_lines(comparison: dict) -> list[str]:
         for algorithm, row in entry["rows"].items():
             diff = row["best_minus_replay"]
             above = row["sources_above_replay"]
+            mark = lambda source: " ʳ" if source in row.get("rebuilt_sources", []) else ""  # noqa: E731
             lines.append("| " + " | ".join([
-                algorithm, *(_fmt(row["sources"][s]) for s in sources), _fmt(row["replay"]),
+                algorithm, *(_fmt(row["sources"][s]) + mark(s) for s in sources),
+                _fmt(row["replay"]) + mark(REPLAY_SOURCE),
                 row["best_source"] or "—", "—" if diff is None else f"{diff:+.1f}",
                 "—" if above is None else f"{above} of {sum(v is not None for v in row['sources'].values())}"]) + " |")
         lines.append("")

@@ -89,6 +89,28 @@ def combined_provenance(manifest: dict) -> dict:
             "rebuilt_datasets": sorted(d for d, h in (manifest.get("dataset_sha256") or {}).items() if h is None)}
 
 
+def rebuilt_cells(manifest: dict) -> dict[str, list[str]]:
+    """``{algorithm: [dataset, ...]}``: the datasets an algorithm's runs trained on a file other than the
+    card's (its SHA-256 in the manifest, per run in a combined table, differs from the card's ``sha256``):
+    local rebuilds, which on another CPU are not the card's bytes and may not be its distribution."""
+    from offbench.data.catalogue import get_card
+
+    cards, out = {}, {}
+    for run in manifest.get("runs", []):
+        dataset, digest = run.get("dataset"), run.get("dataset_sha256") or (manifest.get("dataset_sha256") or {}).get(
+            run.get("dataset"))
+        if not dataset or not digest or run.get("status") != "finished":
+            continue
+        if dataset not in cards:
+            try:
+                cards[dataset] = get_card(dataset).sha256
+            except OffbenchError:
+                cards[dataset] = None
+        if cards[dataset] and cards[dataset] != digest and dataset not in out.setdefault(run["algorithm"], []):
+            out[run["algorithm"]].append(dataset)
+    return {a: sorted(d) for a, d in sorted(out.items()) if d}
+
+
 def _commit_text(manifest: dict) -> str:
     """The report's commit line: the commit, or for a combined table each commit and its algorithms."""
     combined = manifest.get("combined")
@@ -336,7 +358,9 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
     skills = {"skills": skill_tables(done, algorithms, datasets, protocol.headline, reps=reps,
                                      rng=lambda *labels: _rng(seed, *labels))} if protocol.suite == "skills" else {}
     # the explore suite: each learner on exploratory data against the task's replay data (ExORL)
-    exorl = {"exorl": exorl_comparison(cells["headline"], datasets, algorithms)} if protocol.suite == "explore" else {}
+    rebuilt = rebuilt_cells(manifest)
+    exorl = ({"exorl": exorl_comparison(cells["headline"], datasets, algorithms, rebuilt=rebuilt)}
+             if protocol.suite == "explore" else {})
     # the meta suite: trial returns against the references, regret, adaptation curves (evaluation/meta_report.py)
     meta = {"meta": meta_tables(done, algorithms, datasets)} if protocol.suite in ("meta", "meta-offline") else {}
     return {
@@ -367,7 +391,7 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
         "optimality_gap_gamma": stats.DEFAULT_GAMMA,
         "probability_of_improvement": poi, "performance_profiles": profiles, "learning_curves": curves,
         "missing_runs": missing, "notes": notes, "d4rl": d4rl, "settling": slopes,
-        "published": _published(datasets, algorithms), **skills, **exorl, **meta,
+        "published": _published(datasets, algorithms), "rebuilt": rebuilt, **skills, **exorl, **meta,
     }
 
 
@@ -514,6 +538,9 @@ def _header_lines(report: dict) -> list[str]:
              f"[95% stratified-bootstrap percentile interval of the mean; "
              f"{boot['reps']} replicates, seed {boot['seed']}]. Aggregates (rliable, Agarwal et al. 2021) over "
              f"{_count(len(report['aggregate_datasets']), 'dataset')} complete for every algorithm."]
+    for algorithm, rebuilt in (report.get("rebuilt") or {}).items():
+        lines.append(f"{algorithm} trained on a local rebuild (not the card's file) of {_count(len(rebuilt), 'dataset')}: "
+                     f"{', '.join(rebuilt)}. A rebuild on another CPU is a new draw of any trained agent in its recipe.")
     return lines
 
 
