@@ -120,7 +120,7 @@ def _commit_text(manifest: dict) -> str:
         f"{c[:7]} ({', '.join(a)})" for c, a in combined["commits"].items())
     if combined["rebuilt_datasets"]:
         line += (f"; {len(combined['rebuilt_datasets'])} datasets were rebuilt between those runs (not bit for bit): "
-                 "each algorithm's runs share one build, recorded per run in manifest.json")
+                 "each algorithm's runs on a dataset share one build, recorded per run in manifest.json")
     return line
 
 
