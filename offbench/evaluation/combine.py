@@ -32,6 +32,7 @@ import json
 from pathlib import Path
 
 from offbench.errors import OffbenchError
+from offbench.evaluation.results import load_results, run_dataset_sha256, write_results_csv
 
 #: manifest fields each source keeps under ``sources`` (what differs from machine to machine)
 SOURCE_FIELDS = ("git_commit", "git_dirty", "offbench_version", "library_versions", "backend", "device", "workers",
@@ -42,23 +43,16 @@ def run_key(run: dict) -> tuple[str, str, int]:
     return str(run["algorithm"]), str(run["dataset"]), int(run["seed"])
 
 
-def _source_runs(manifest: dict, hashes: dict) -> list[dict]:
+def _source_runs(manifest: dict) -> list[dict]:
     """The finished runs of one source's manifest, each with its commit and dataset hash."""
     runs = []
     for run in manifest.get("runs", []):
         if run.get("status") != "finished":
             continue  # failed runs stay with their source: finish them there (reproduce resumes)
-        run = dict(run)
+        run = {**run, "dataset_sha256": run_dataset_sha256(manifest, run)}
         run.setdefault("git_commit", manifest.get("git_commit"))
-        if run.get("dataset_sha256") is None and hashes.get(run["dataset"]):
-            run["dataset_sha256"] = hashes[run["dataset"]]
         runs.append(run)
     return runs
-
-
-def _source_hashes(manifest: dict) -> dict:
-    """dataset -> SHA-256 of the file a source's runs trained on (a combined source's runs carry their own)."""
-    return {d: h for d, h in (manifest.get("dataset_sha256") or {}).items() if h}
 
 
 def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool = False) -> dict:
@@ -68,7 +62,6 @@ def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool
     import pandas as pd
 
     from offbench.atomic import write_atomic
-    from offbench.evaluation.results import load_results, write_results_csv
     from offbench.protocol import schedule_difference, write_protocol
 
     if len(sources) < 2:
@@ -88,7 +81,7 @@ def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool
     rows: dict[tuple, list[dict]] = {}
     origin: dict[tuple, Path] = {}
     for path, _, manifest, table in loaded:
-        for run in _source_runs(manifest, _source_hashes(manifest)):
+        for run in _source_runs(manifest):
             key = run_key(run)
             if key in runs and not replace:
                 raise OffbenchError(f"{key[0]} {key[1]} seed {key[2]} is in both {origin[key]} and {path}: "

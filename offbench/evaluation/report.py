@@ -38,7 +38,7 @@ from offbench.evaluation import settling
 from offbench.evaluation.colors import assign_colors
 from offbench.evaluation.literature import D4RL_SOURCE, D4RL_TITLE, OGBENCH_SOURCE, OGBENCH_TITLE, d4rl_reference, \
     ogbench_success
-from offbench.evaluation.results import SUCCESS_UNIT, success_scored
+from offbench.evaluation.results import SUCCESS_UNIT, run_dataset_sha256, success_scored
 from offbench.evaluation.exorl_report import exorl_comparison
 from offbench.evaluation.exorl_report import markdown_lines as exorl_markdown_lines
 from offbench.evaluation.meta_report import markdown_lines as meta_markdown_lines
@@ -97,8 +97,7 @@ def rebuilt_cells(manifest: dict) -> dict[str, list[str]]:
 
     cards, out = {}, {}
     for run in manifest.get("runs", []):
-        dataset, digest = run.get("dataset"), run.get("dataset_sha256") or (manifest.get("dataset_sha256") or {}).get(
-            run.get("dataset"))
+        dataset, digest = run.get("dataset"), run_dataset_sha256(manifest, run)
         if not dataset or not digest or run.get("status") != "finished":
             continue
         if dataset not in cards:

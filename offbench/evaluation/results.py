@@ -68,6 +68,12 @@ def evaluation_rows(run_dir: Path, *, algorithm: str, dataset: str, suite: str, 
     return rows
 
 
+def run_dataset_sha256(manifest: dict, run: dict) -> str | None:
+    """The SHA-256 of the file a run of a results directory trained on: the run's own (a combined table,
+    ``offbench combine``, records it per run), else the manifest's for the run's dataset."""
+    return run.get("dataset_sha256") or (manifest.get("dataset_sha256") or {}).get(run.get("dataset")) or None
+
+
 def write_results_csv(out: Path, rows: list[dict]) -> Path:
     """``OUT/results.csv``: one row per run x evaluation, sorted, so equal runs give equal bytes."""
     import pandas as pd

@@ -68,7 +68,7 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
                        commit: str | None = None, selection: str = "offline",
                        hardware: str | None = None) -> dict[str, Any]:
     """One entry for ``algorithm`` (default: the directory's only algorithm). Shape-checked, not validated."""
-    from offbench.evaluation.results import load_results
+    from offbench.evaluation.results import load_results, run_dataset_sha256
     from offbench.leaderboard.schema import builtin_names
 
     results_dir = Path(results_dir)
@@ -88,8 +88,8 @@ def entry_from_results(results_dir: str | Path, *, name: str, algorithm: str | N
                             "re-run `offbench reproduce` with the same --out to finish them, then submit")
     hashes = manifest.get("dataset_sha256") or {}
     # a combined table (offbench combine) records each run's own dataset file and commit
-    run_hashes = {(r.get("dataset"), int(r.get("seed", -1))): r["dataset_sha256"] for r in manifest.get("runs", [])
-                  if r.get("algorithm") == algorithm and r.get("dataset_sha256")}
+    run_hashes = {(r.get("dataset"), int(r.get("seed", -1))): run_dataset_sha256(manifest, r)
+                  for r in manifest.get("runs", []) if r.get("algorithm") == algorithm}
     run_commits = {r.get("git_commit") for r in manifest.get("runs", []) if r.get("algorithm") == algorithm}
     meta = protocol.suite in ("meta", "skills")  # benchmarks or environments: no dataset files, no hashes
     skills = protocol.suite == "skills"
