@@ -632,6 +632,7 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
 
     # Datasets first (in this process: builds are deterministic and shared by all runs).
     from offbench.data.mirrors import file_sha256
+    from offbench.data.provenance import file_statistics
 
     for dataset_id in [] if online else requested.datasets:
         if not cached_path(dataset_id).exists():
@@ -639,6 +640,8 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
             ensure_built(dataset_id, progress=progress)
     dataset_hashes = {} if online else {d: file_sha256(cached_path(d)) for d in protocol.datasets
                                       if cached_path(d).exists()}
+    # each file's level (mean episode return), for tables whose runs trained on a local rebuild
+    dataset_files = {h: file_statistics(d) for d, h in dataset_hashes.items()}
 
     specs = plan(protocol, out, device)  # every run of the directory, for the table and the manifest
     manifest_path = out / "manifest.json"
@@ -650,7 +653,8 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
     manifest = {"suite": protocol.suite, "protocol": protocol.name, "algorithms": protocol.algorithms,
                 "datasets": protocol.datasets, "seeds": protocol.seeds, "backend": backend, "device": device, "workers": workers,
                 "git_commit": git_commit(), "git_dirty": git_dirty(), "offbench_version": __version__, "library_versions": library_versions(),
-                "dataset_sha256": dataset_hashes, "wall_time_seconds": None, "runs": []}
+                "dataset_sha256": dataset_hashes,
+                "dataset_files": {h: r for h, r in sorted(dataset_files.items()) if r}, "wall_time_seconds": None, "runs": []}
     results: dict[tuple, dict] = {}
     for spec in specs:  # cheap: reads finished run directories
         if is_finished(spec):

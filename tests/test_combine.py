@@ -38,6 +38,7 @@ def test_parts_combine_into_the_whole_table(parts, capsys):
     combined, whole = (json.loads((parts / d / "manifest.json").read_text()) for d in ("c", "all"))
     assert [r["key"] for r in combined["runs"]] == sorted(r["key"] for r in whole["runs"])
     assert combined["combined"] and combined["dataset_sha256"] == whole["dataset_sha256"]
+    assert combined["dataset_files"] == whole["dataset_files"] != {}  # each file's level, for the report's `data`
     assert combined["git_commit"] == whole["git_commit"]  # one checkout made both parts
     assert {r["git_commit"] for r in combined["runs"]} == {whole["git_commit"]}
     assert {r["dataset_sha256"] for r in combined["runs"]} == {whole["dataset_sha256"][DATASET]}
@@ -47,6 +48,16 @@ def test_parts_combine_into_the_whole_table(parts, capsys):
     # the report reads it like any results directory, and says where its runs came from
     assert main(["report", str(parts / "c"), "--no-figures", "--reps", "50"]) == 0
     assert "combined (offbench combine) from runs at" in (parts / "c" / "report" / "README.md").read_text()
+
+
+def test_a_source_without_file_levels_gets_them_from_the_cache(parts):
+    """A part written before reproduce recorded ``dataset_files`` gets the level of the cached file
+    with its runs' bytes; a file not cached here (other bytes) stays unrecorded."""
+    whole = json.loads((parts / "all" / "manifest.json").read_text())
+    edit_manifest(parts / "a", lambda m: m.pop("dataset_files"))
+    edit_manifest(parts / "b", lambda m: (m.pop("dataset_files"), m["dataset_sha256"].update({DATASET: "f" * 64})))
+    manifest = combine_results([parts / "a", parts / "b"], parts / "c")
+    assert manifest["dataset_files"] == whole["dataset_files"] and "f" * 64 not in manifest["dataset_files"]
 
 
 def test_a_combined_table_is_not_a_run_directory(parts):

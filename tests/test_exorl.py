@@ -159,6 +159,13 @@ def test_the_explore_smoke_protocol_end_to_end(tmp_path, monkeypatch):
     assert "## The ExORL comparison" in readme and "No `sac-replay` dataset for this task" in readme
     report = json.loads((out / "report" / "report.json").read_text())
     assert set(report["exorl"]) == {"point-plane-goal-bottom"}
+    # the manifest records the level of the file the runs trained on (the report's `data` for a rebuild)
+    manifest = json.loads((out / "manifest.json").read_text())
+    digest = manifest["dataset_sha256"]["explore/point-plane-goal-bottom/random-v0"]
+    data = read_dataset(tmp_path / "home" / "datasets" / "explore" / "point-plane-goal-bottom" / "random-v0.hdf5")
+    assert manifest["dataset_files"] == {digest: {"dataset": "explore/point-plane-goal-bottom/random-v0",
+                                                  "episodes": data.num_episodes,
+                                                  "return_mean": pytest.approx(float(data.episode_returns().mean()))}}
 
 
 def test_the_exorl_comparison_sets_each_learner_beside_its_replay_score():
@@ -207,3 +214,31 @@ def test_cells_trained_on_a_rebuild_are_marked(monkeypatch):
     text = "\n".join(markdown_lines(comparison))
     assert "| iql | 50.0 ± 1.0 | 50.0 ± 1.0 ʳ | rnd | +0.0 | 0 of 1 |" in text
     assert "| td3 | 50.0 ± 1.0 | 50.0 ± 1.0 | rnd |" in text and "ʳ: trained on a local rebuild" in text
+
+
+def test_the_data_column_gives_the_level_of_each_build_trained_on(monkeypatch):
+    """`data` is the card's level while every run trained on the card's file; where some trained on a
+    rebuild it lists each build's level (the card's first, ʳ a rebuild, ? one whose level the manifest's
+    ``dataset_files`` does not record), each normalised with the card's random and expert returns."""
+    from offbench.data import catalogue
+    from offbench.evaluation.report import _data_text, data_builds
+
+    ids = {s: f"explore/goal-a/{s}-v0" for s in ("rnd", "metra", "sac-replay")}
+    monkeypatch.setattr(catalogue, "get_card", lambda d: DatasetCard(
+        id=d, env_id="x", description="", recipe={}, files={"sha256": "a" * 64}, returns={"mean": 1.0},
+        reference_scores={"random": 0.0, "expert": 40.0}))
+    run = lambda algo, d, digest, status="finished": {  # noqa: E731
+        "algorithm": algo, "dataset": ids[d], "seed": 0, "status": status, "dataset_sha256": digest}
+    manifest = {"runs": [run("td3", "rnd", "a" * 64), run("iql", "rnd", "a" * 64),
+                         run("td3", "sac-replay", "a" * 64), run("iql", "sac-replay", "b" * 64),
+                         run("cql", "sac-replay", "b" * 64), run("td3", "metra", "c" * 64),
+                         run("iql", "metra", "d" * 64, "failed")],
+                "dataset_files": {"b" * 64: {"dataset": ids["sac-replay"], "episodes": 10, "return_mean": 30.0}}}
+    builds = data_builds(manifest, list(ids.values()))
+    assert set(builds) == {ids["sac-replay"], ids["metra"]}  # rnd: every run on the card's file
+    assert builds[ids["sac-replay"]] == [{"sha256": "a" * 64, "card": True, "level": 2.5, "algorithms": ["td3"]},
+                                         {"sha256": "b" * 64, "card": False, "level": 75.0,
+                                          "algorithms": ["cql", "iql"]}]
+    assert builds[ids["metra"]] == [{"sha256": "c" * 64, "card": False, "level": None, "algorithms": ["td3"]}]
+    view = {"behaviour": {d: 2.5 for d in ids.values()}, "behaviour_builds": builds}
+    assert [_data_text(view, ids[s]) for s in ("rnd", "sac-replay", "metra")] == ["2.5", "2.5 / 75.0ʳ", "?ʳ"]

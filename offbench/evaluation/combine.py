@@ -7,8 +7,9 @@ A table too long for one machine or one sitting is run in parts (``offbench repr
 
 ``TABLE`` is a results directory like any other for ``offbench report``, ``leaderboard submit``
 and ``make_baseline_entries.py``. Its ``results.csv`` holds every source's rows; its manifest
-records, for each run, the commit and the dataset file (SHA-256) it was trained with, and the
-sources' own manifests (commit, machine's library versions, wall time) under ``sources``.
+records, for each run, the commit and the dataset file (SHA-256) it was trained with, each file's
+level (``dataset_files``: episodes and mean episode return), and the sources' own manifests
+(commit, machine's library versions, wall time) under ``sources``.
 
 What may be combined:
 
@@ -118,6 +119,7 @@ def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool
         datasets=list(dict.fromkeys(d for _, p, _, _ in loaded for d in p.datasets)),
         seeds=sorted({s for _, p, _, _ in loaded for s in p.seeds}))
     manifests = [m for _, _, m, _ in loaded]
+    dataset_files = combined_dataset_files(manifests, runs.values())
     commits = {run.get("git_commit") for run in runs.values()}
     ordered = [runs[k] for k in sorted(runs)]
     manifest = {
@@ -127,6 +129,7 @@ def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool
         "offbench_version": _same(manifests, "offbench_version"), "backend": _same(manifests, "backend"),
         "device": _same(manifests, "device"),
         "dataset_sha256": {d: (next(iter(h)) if len(h) == 1 else None) for d, h in sorted(by_dataset.items())},
+        "dataset_files": dataset_files,
         "wall_time_seconds": round(sum(float(m.get("wall_time_seconds") or 0) for m in manifests), 1),
         "run_seconds_total": round(sum(float(r.get("wall_time_seconds") or 0) for r in ordered), 1),
         "sources": [s for m in manifests for s in (m.get("sources") or [{k: m.get(k) for k in SOURCE_FIELDS}])],
@@ -138,6 +141,25 @@ def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool
     write_results_csv(out, [row for key in sorted(rows) for row in rows[key]])
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+def combined_dataset_files(manifests: list[dict], runs) -> dict[str, dict]:
+    """The combined manifest's ``dataset_files`` (``{sha256: {"dataset", "episodes", "return_mean"}}``)
+    for the files ``runs`` trained on: the sources' records, else the cached file here when it has
+    the run's bytes (a source written before reproduce recorded them). A file found in neither is
+    left out, and the report prints its level as unknown."""
+    from offbench.data.provenance import file_statistics
+
+    known = {h: r for m in manifests for h, r in (m.get("dataset_files") or {}).items()}
+    files, looked = {}, set()
+    for run in runs:
+        digest = run.get("dataset_sha256")
+        if digest and digest not in known and digest not in looked:
+            looked.add(digest)
+            known[digest] = file_statistics(run["dataset"], digest)
+        if digest and known.get(digest):
+            files[digest] = known[digest]
+    return dict(sorted(files.items()))
 
 
 def _same(manifests: list[dict], key: str):

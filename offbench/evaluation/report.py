@@ -110,6 +110,40 @@ def rebuilt_cells(manifest: dict) -> dict[str, list[str]]:
     return {a: sorted(d) for a, d in sorted(out.items()) if d}
 
 
+def data_builds(manifest: dict, datasets: list[str], references: dict | None = None) -> dict[str, list[dict]]:
+    """The `data` level of each build of a dataset that its runs trained on, for the datasets where a
+    run trained on a file other than the card's: ``{dataset: [{"sha256", "card", "level",
+    "algorithms"}, ...]}``, the card's file first. A rebuild's level is its mean episode return as the
+    manifest's ``dataset_files`` records it (written by reproduce and combine), normalised like the
+    card's (``references``: ``{dataset: (random, expert)}``, default the card's own); None where the
+    file was not recorded. Goal datasets are left out: their level is the collecting policy's
+    success rate, which does not depend on the file."""
+    from offbench.data.catalogue import get_card
+
+    files, by_dataset = manifest.get("dataset_files") or {}, {}
+    for run in manifest.get("runs", []):
+        digest = run_dataset_sha256(manifest, run)
+        if run.get("status") == "finished" and run.get("dataset") in datasets and digest:
+            by_dataset.setdefault(run["dataset"], {}).setdefault(digest, set()).add(str(run["algorithm"]))
+    out = {}
+    for dataset, builds in by_dataset.items():
+        try:
+            card_hash = get_card(dataset).sha256
+        except OffbenchError:
+            continue
+        if not card_hash or set(builds) == {card_hash} or success_scored(dataset):
+            continue
+        reference, rows = (references or {}).get(dataset), []
+        for digest in sorted(builds, key=lambda h: (h != card_hash, h)):
+            mean = (files.get(digest) or {}).get("return_mean")
+            level = (_behaviour_score(dataset, reference) if digest == card_hash else
+                     None if mean is None else _behaviour_score(dataset, reference, mean=mean))
+            rows.append({"sha256": digest, "card": digest == card_hash, "level": level,
+                         "algorithms": sorted(builds[digest])})
+        out[dataset] = rows
+    return out
+
+
 def _commit_text(manifest: dict) -> str:
     """The report's commit line: the commit, or for a combined table each commit and its algorithms."""
     combined = manifest.get("combined")
@@ -299,6 +333,8 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                 "references": {d: _reference_record(d, references[d]) for d in d4rl_datasets},
                 "behaviour": {d: _behaviour_score(d, (references[d].random, references[d].expert))
                               for d in d4rl_datasets},
+                "behaviour_builds": data_builds(manifest, d4rl_datasets, {
+                    d: (references[d].random, references[d].expert) for d in d4rl_datasets}),
                 "cells": cells_for(d4rl_scores, "score", d4rl_datasets),
                 "aggregate_datasets": d4rl_aggregate, "aggregate_groups": d4rl_groups,
                 "aggregates": aggregates_for(d4rl_scores[d4rl_scores.seed.isin(seeds)], d4rl_groups)}
@@ -382,7 +418,8 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
                       "normalised score" if units[d] == "normalized_score" else "return") for d in datasets},
         "score_label": _score_label([d for d in datasets if units[d] == "normalized_score"]),
         "per_task": per_task,
-        "behaviour": {d: _behaviour_score(d) for d in datasets},
+        "behaviour": {d: _behaviour_score(d) for d in datasets},  # the card's file; behaviour_builds: the files trained on
+        "behaviour_builds": data_builds(manifest, datasets),
         "suites": {d: _suite_of(d, default_suite) for d in datasets},
         "cells": cells,
         "aggregate_datasets": aggregate_datasets, "aggregate_algorithms": aggregated_algorithms,
@@ -506,9 +543,11 @@ def _view(report: dict, kind: str) -> dict:
     if kind == "d4rl":
         d4rl = report["d4rl"]
         return {"datasets": d4rl["datasets"], "cells": d4rl["cells"], "behaviour": d4rl["behaviour"],
+                "behaviour_builds": d4rl.get("behaviour_builds") or {},
                 "units": {d: "normalised score" for d in d4rl["datasets"]}, "normalisation": "d4rl",
                 "groups": d4rl["aggregate_groups"], "aggregates": d4rl["aggregates"]}
     return {"datasets": report["datasets"], "cells": report["cells"][kind], "behaviour": report["behaviour"],
+            "behaviour_builds": report.get("behaviour_builds") or {},
             "units": report["units"], "normalisation": "dataset", "groups": report["aggregate_groups"],
             "aggregates": report["aggregates"][kind], "score_label": report.get("score_label", "normalised score")}
 
@@ -569,17 +608,18 @@ def _estimate_text(e: dict | None) -> str:
     return MISSING_CELL if e is None else f"{_fmt(e['value'])} [{_fmt(e['low'])}, {_fmt(e['high'])}]"
 
 
-def _behaviour_score(dataset_id: str, reference: tuple[float, float] | None = None) -> float | None:
-    """The dataset's own mean episode return (from its catalogue card), normalised with
-    ``reference = (random, expert)`` (default: the card's own): the level behaviour cloning would
-    reach, the reference point of the literature's findings."""
+def _behaviour_score(dataset_id: str, reference: tuple[float, float] | None = None, *,
+                     mean: float | None = None) -> float | None:
+    """The dataset's own mean episode return (from its catalogue card, or ``mean``: a rebuild's),
+    normalised with ``reference = (random, expert)`` (default: the card's own): the level behaviour
+    cloning would reach, the reference point of the literature's findings."""
     from offbench.data.catalogue import get_card
 
     try:
         card = get_card(dataset_id)
     except OffbenchError:
         return None
-    mean, ref = (card.returns or {}).get("mean"), card.reference_scores or {}
+    mean, ref = (card.returns or {}).get("mean") if mean is None else mean, card.reference_scores or {}
     if reference is None and success_scored(dataset_id):
         # a goal dataset's returns count steps spent at goals, not successes: its level is the
         # success rate of the policy that collected it, measured on the evaluation tasks (card)
@@ -599,13 +639,22 @@ def _dataset_label(view: dict, dataset: str) -> str:
     return dataset + (" (return)" if view["units"][dataset] == "return" else "")
 
 
+def _data_text(view: dict, dataset: str) -> str:
+    """The `data` cell: the card's level, or where runs trained on rebuilds each build's level
+    (``a / bʳ``; ʳ a local rebuild, ? a rebuild whose level was not recorded)."""
+    builds = view.get("behaviour_builds", {}).get(dataset)
+    if not builds:
+        return _fmt(view["behaviour"].get(dataset))
+    return " / ".join(("?" if b["level"] is None else _fmt(b["level"])) + ("" if b["card"] else "ʳ") for b in builds)
+
+
 def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> list[str]:
     """The per-dataset table; ``marks`` (the report's ``settling``) appends ↑ / ↓ to unsettled cells."""
     algos, seeds = report["algorithms"], len(report["protocol"]["seeds"])
     arrow = {"climbing": " ↑", "falling": " ↓"}
     lines = ["| dataset | data | " + " | ".join(algos) + " |", "|---|---|" + "---|" * len(algos)]
     for dataset in view["datasets"]:
-        lines.append(f"| {_dataset_label(view, dataset)} | {_fmt(view['behaviour'].get(dataset))} | "
+        lines.append(f"| {_dataset_label(view, dataset)} | {_data_text(view, dataset)} | "
                      + " | ".join(_cell_text(view["cells"][dataset][a], seeds) + arrow.get(
                          ((marks or {}).get(dataset, {}).get(a) or {}).get("verdict"), "") for a in algos) + " |")
     for label, estimates in _aggregate_rows(report, view):
@@ -703,7 +752,10 @@ def render_table_md(report: dict) -> str:
     else:
         lines += ["## Headline score (normalised with each dataset's own reference returns)", "",
                   f"{OWN_NORMALISATION} `data`: the dataset's own mean episode return, normalised (the behaviour "
-                  "level)." + (f" Datasets marked {SUCCESS_UNIT}: {SUCCESS_SCORE}" if SUCCESS_UNIT in
+                  "level)." + (" Where runs trained on a local rebuild instead of the card's file, `data` gives each "
+                               "build's level, the card's first (`a / bʳ`; ʳ a rebuild, recorded by reproduce or "
+                               "combine; ? a rebuild whose level was not recorded)." if report.get("behaviour_builds")
+                               else "") + (f" Datasets marked {SUCCESS_UNIT}: {SUCCESS_SCORE}" if SUCCESS_UNIT in
                                report["units"].values() else ""), ""]
     lines += _markdown_table(report, _view(report, "headline"), marks=report.get("settling")) + [""]
     lines += settling.markdown_lines(report.get("settling") or {}, report["algorithms"], report["datasets"])
