@@ -62,3 +62,28 @@ def test_the_shipped_lite_table_marks_its_unsettled_cells():
     assert slopes["lite/reacher/medium-v0"]["bc"]["verdict"] == "settled"
     verdicts = [cell["verdict"] for row in slopes.values() for cell in row.values() if cell.get("verdict")]
     assert sum(v != "settled" for v in verdicts) == 14
+
+
+def test_a_curve_that_swings_beyond_its_evaluation_noise_is_unsteady():
+    """No trend, yet not steady: a policy that solves the task at one evaluation and fails at the next.
+    The swing (RMS around the seed's line) is judged against the evaluations' own standard errors, in
+    score points (``return_stderr`` x the dataset's scale), where the caller gives a scale."""
+    x = np.arange(1, 5) * 1000.0
+    for y in ([0.0, 98.0, 0.0, 98.0], [98.0, 0.0, 0.0, 98.0]):
+        fit = np.polyval(np.polyfit(x, y, 1), x)
+        assert settling.swing(x, y) == pytest.approx(np.sqrt(np.mean((np.array(y) - fit) ** 2)))
+    assert settling.swing(x, [98.0, 0.0, 0.0, 98.0]) == pytest.approx(49.0)  # flat line at 49: no trend
+    curves = {("a", "d", s): [98, 0, 0, 98] for s in range(3)}  # swings, evaluated without noise
+    curves |= {("b", "d", s): [98, 0, 0, 98] for s in range(3)}  # swings as much as its evaluations scatter
+    curves |= {("c", "d", s): [40, 44, 40, 44] for s in range(3)}  # swings, by less than 10 points
+    table = _table(curves)
+    table["return_stderr"] = np.where(table["algorithm"] == "b", 50.0, 0.0)  # returns; 1 point per unit below
+    slopes = settling.curve_slopes(table, "normalized_score", swing_scale={"d": 1.0})["d"]
+    assert slopes["a"]["swing"] == pytest.approx(49.0) and slopes["a"]["noise"] == 0.0
+    assert [slopes[a]["unsteady"] for a in "abc"] == [True, False, False]
+    assert slopes["a"]["verdict"] == "settled"  # the slope test alone passes it
+    unjudged = settling.curve_slopes(table, "normalized_score")["d"]["a"]  # no scale: swing shown, not judged
+    assert unjudged["noise"] is None and not unjudged["unsteady"]
+    assert [a for _, a, _ in settling.unsteady({"d": slopes})] == ["a"]
+    text = "\n".join(settling.markdown_lines({"d": slopes}, ["a", "b", "c"], ["d"]))
+    assert "~ (swing 49.0, noise 0.0)" in text and "~ unsteady (1 of 3 cells)" in text

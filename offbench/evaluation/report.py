@@ -386,7 +386,9 @@ def build_report(results_dir: str | Path, *, reps: int = 2000, seed: int = 0) ->
     # -- has each cell's curve settled? (slope over the last evaluations, evaluation/settling.py)
     slopes = settling.curve_slopes(done, units, window=max(settling.DEFAULT_WINDOW, protocol.headline.n),
                                    min_change={d: settling.MIN_CHANGE if units[d] == "normalized_score" else 0.0
-                                               for d in datasets})
+                                               for d in datasets},
+                                   swing_scale=_score_scales([d for d in datasets if units[d] == "normalized_score"
+                                                              and not success_scored(d)]))
 
     steps = {a: _train_setting(protocol, a, "steps") for a in algorithms}
     # the skills suite: a table per skill metric and the rollouts to draw (offbench.evaluation.skill_report)
@@ -608,6 +610,22 @@ def _estimate_text(e: dict | None) -> str:
     return MISSING_CELL if e is None else f"{_fmt(e['value'])} [{_fmt(e['low'])}, {_fmt(e['high'])}]"
 
 
+def _score_scales(datasets: list[str]) -> dict[str, float]:
+    """Normalised-score points per unit of return, ``100 / (expert - random)`` from each dataset's
+    card (the datasets whose card has both references)."""
+    from offbench.data.catalogue import get_card
+
+    scales = {}
+    for dataset in datasets:
+        try:
+            ref = get_card(dataset).reference_scores or {}
+        except OffbenchError:
+            continue
+        if ref.get("random") is not None and ref.get("expert") is not None and ref["expert"] != ref["random"]:
+            scales[dataset] = 100.0 / abs(float(ref["expert"]) - float(ref["random"]))
+    return scales
+
+
 def _behaviour_score(dataset_id: str, reference: tuple[float, float] | None = None, *,
                      mean: float | None = None) -> float | None:
     """The dataset's own mean episode return (from its catalogue card, or ``mean``: a rebuild's),
@@ -649,14 +667,15 @@ def _data_text(view: dict, dataset: str) -> str:
 
 
 def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> list[str]:
-    """The per-dataset table; ``marks`` (the report's ``settling``) appends ↑ / ↓ to unsettled cells."""
+    """The per-dataset table; ``marks`` (the report's ``settling``) appends ↑ / ↓ to unsettled cells and
+    ~ to unsteady ones."""
     algos, seeds = report["algorithms"], len(report["protocol"]["seeds"])
     arrow = {"climbing": " ↑", "falling": " ↓"}
     lines = ["| dataset | data | " + " | ".join(algos) + " |", "|---|---|" + "---|" * len(algos)]
     for dataset in view["datasets"]:
         lines.append(f"| {_dataset_label(view, dataset)} | {_data_text(view, dataset)} | "
-                     + " | ".join(_cell_text(view["cells"][dataset][a], seeds) + arrow.get(
-                         ((marks or {}).get(dataset, {}).get(a) or {}).get("verdict"), "") for a in algos) + " |")
+                     + " | ".join(_cell_text(view["cells"][dataset][a], seeds) + _marks_text(marks, dataset, a)
+                                  for a in algos) + " |")
     for label, estimates in _aggregate_rows(report, view):
         lines.append(f"| **{label}** | | " + " | ".join(_estimate_text(estimates[a]) for a in algos) + " |")
     if marks:  # an aggregate over cells that are still moving ranks the budget, not the method
@@ -665,7 +684,18 @@ def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> l
         scored = {a: sum(view["cells"][d][a] is not None for d in view["datasets"]) for a in algos}  # its cells only
         lines.append(f"| **cells not settled (↑ / ↓)** | | " + " | ".join(
             f"{counts[a]} of {scored[a]}" for a in algos) + " |")
+        swinging = {a: sum(bool((marks.get(d, {}).get(a) or {}).get("unsteady")) for d in view["datasets"])
+                    for a in algos}
+        if any(swinging.values()):
+            lines.append(f"| **cells unsteady (~)** | | " + " | ".join(
+                f"{swinging[a]} of {scored[a]}" for a in algos) + " |")
     return lines
+
+
+def _marks_text(marks: dict | None, dataset: str, algorithm: str) -> str:
+    """A cell's marks from the report's ``settling``: ↑ / ↓ (still moving), ~ (unsteady)."""
+    record = (marks or {}).get(dataset, {}).get(algorithm) or {}
+    return {"climbing": " ↑", "falling": " ↓"}.get(record.get("verdict"), "") + (" ~" if record.get("unsteady") else "")
 
 
 def _reference_value(x: float | None) -> str:

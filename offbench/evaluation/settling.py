@@ -15,6 +15,17 @@ over seeds in points per 1,000 steps with its standard error over seeds. A cell 
 
 The test is deliberately simple and says what it is: with 3 seeds and 4 evaluations it detects
 steady trends, not slow drifts, so the slope itself is always printed next to the verdict.
+
+A curve can also have no trend and still not be steady: a policy that solves the task at one
+evaluation and fails it at the next. The *swing* of a seed is the root mean square of its
+evaluations around its least-squares line over the window; its *noise* the root mean square of
+those evaluations' own standard errors (the spread of their episodes, over the square root of
+their number), in the same points. Where the caller gives a dataset's scale (score points per unit
+of return: ``100 / (expert - random)`` for a score normalised by reference returns), a cell is
+``unsteady`` when its mean swing over seeds is at least ``SWING_MIN`` points and more than
+``SWING_RATIO`` times its mean noise: the policy itself changes from one evaluation to the next by
+more than its evaluation can explain, so its headline (the last evaluations) is one sample of a
+swinging curve. Such a cell keeps its slope verdict; the report marks it ``~``.
 """
 from __future__ import annotations
 
@@ -23,6 +34,8 @@ import numpy as np
 DEFAULT_WINDOW = 4  # evaluations
 Z = 2.0  # standard errors
 MIN_CHANGE = 2.0  # points of normalised score (or success %) across the window
+SWING_MIN = 10.0  # points: a smaller swing is not flagged, whatever its cause
+SWING_RATIO = 2.0  # times the evaluations' own noise
 
 
 def ols_slope(steps: np.ndarray, scores: np.ndarray) -> float:
@@ -42,35 +55,57 @@ def verdict(mean: float, stderr: float | None, span_steps: int, min_change: floa
     return "settled"
 
 
+def swing(steps: np.ndarray, scores: np.ndarray) -> float:
+    """Root mean square of ``scores`` around their least-squares line against ``steps``."""
+    x, y = np.asarray(steps, dtype=float), np.asarray(scores, dtype=float)
+    slope = ols_slope(x, y)
+    residuals = y - (y.mean() + slope * (x - x.mean()))
+    return float(np.sqrt(np.mean(residuals ** 2)))
+
+
 def curve_slopes(table, score: str | dict[str, str], *, window: int = DEFAULT_WINDOW,
-                 min_change: float | dict[str, float] = MIN_CHANGE) -> dict[str, dict[str, dict]]:
-    """``{dataset: {algorithm: {"slope", "stderr", "seeds", "window", "from_step", "to_step", "verdict"}}}``.
+                 min_change: float | dict[str, float] = MIN_CHANGE,
+                 swing_scale: dict[str, float] | None = None) -> dict[str, dict[str, dict]]:
+    """``{dataset: {algorithm: {"slope", "stderr", "seeds", "window", "from_step", "to_step", "verdict",
+    "swing", "noise", "unsteady"}}}``.
 
     ``table`` is a results frame (``offbench.evaluation.results``) of finished runs; ``score`` the
     column to fit (``normalized_score`` or ``return_mean``), or a ``{dataset: column}`` mapping;
     ``min_change`` the smallest change across the window that counts, or a per-dataset mapping
     (0 judges by significance alone, e.g. for raw returns). Slopes are in score units per 1,000
-    steps. Runs with fewer than 3 evaluations are skipped.
+    steps. Runs with fewer than 3 evaluations are skipped. ``swing_scale``: ``{dataset: score
+    points per unit of return}`` for the datasets whose swing is judged against the evaluations'
+    noise (``return_stderr`` times the scale; module docstring); elsewhere ``noise`` is None and
+    ``unsteady`` False.
     """
     out: dict[str, dict[str, dict]] = {}
     for (dataset, algorithm), rows in table.groupby(["dataset", "algorithm"], sort=True):
         column = score[dataset] if isinstance(score, dict) else score
-        slopes, spans = [], []
+        scale = (swing_scale or {}).get(dataset)
+        slopes, spans, swings, noises = [], [], [], []
         for _, run in rows.groupby("seed"):
             run = run.sort_values(["step", "final"]).drop_duplicates("step", keep="last").tail(window)
             if len(run) < 3 or run[column].isna().any():
                 continue
-            slopes.append(1000.0 * ols_slope(run["step"].to_numpy(), run[column].to_numpy()))
+            steps, scores = run["step"].to_numpy(), run[column].to_numpy()
+            slopes.append(1000.0 * ols_slope(steps, scores))
             spans.append((int(run["step"].iloc[0]), int(run["step"].iloc[-1])))
+            swings.append(swing(steps, scores))
+            if scale is not None and "return_stderr" in run and not run["return_stderr"].isna().any():
+                noises.append(float(np.sqrt(np.mean((run["return_stderr"].to_numpy(float) * scale) ** 2))))
         if not slopes:
             continue
         mean = float(np.mean(slopes))
         stderr = float(np.std(slopes, ddof=1) / np.sqrt(len(slopes))) if len(slopes) > 1 else None
         first, last = min(s for s, _ in spans), max(e for _, e in spans)
         change = min_change[dataset] if isinstance(min_change, dict) else min_change
+        swung = float(np.mean(swings))
+        noise = float(np.mean(noises)) if noises and len(noises) == len(swings) else None
         out.setdefault(dataset, {})[algorithm] = {
             "slope": mean, "stderr": stderr, "seeds": len(slopes), "window": window,
-            "from_step": first, "to_step": last, "verdict": verdict(mean, stderr, last - first, change)}
+            "from_step": first, "to_step": last, "verdict": verdict(mean, stderr, last - first, change),
+            "swing": swung, "noise": noise,
+            "unsteady": noise is not None and swung >= SWING_MIN and swung > SWING_RATIO * noise}
     return out
 
 
@@ -80,9 +115,15 @@ def unsettled(slopes: dict[str, dict[str, dict]]) -> list[tuple[str, str, dict]]
             if r["verdict"] in ("climbing", "falling")]
 
 
+def unsteady(slopes: dict[str, dict[str, dict]]) -> list[tuple[str, str, dict]]:
+    """The (dataset, algorithm, record) cells whose evaluations swing beyond their noise (``~``)."""
+    return [(d, a, r) for d, cells in sorted(slopes.items()) for a, r in sorted(cells.items()) if r.get("unsteady")]
+
+
 def markdown_lines(slopes: dict[str, dict[str, dict]], algorithms: list[str], datasets: list[str],
                    label=lambda a: a) -> list[str]:
-    """A Markdown table of slopes (points per 1k steps ± SE over seeds), verdicts marked ↑ / ↓."""
+    """A Markdown table of slopes (points per 1k steps ± SE over seeds), verdicts marked ↑ / ↓, and
+    unsteady cells marked ``~`` with their swing and noise."""
     if not slopes:
         return []
     marks = {"climbing": " ↑", "falling": " ↓"}
@@ -102,10 +143,19 @@ def markdown_lines(slopes: dict[str, dict[str, dict]], algorithms: list[str], da
                 cells.append("–")
                 continue
             se = "" if r["stderr"] is None else f" ± {r['stderr']:.1f}"
-            cells.append(f"{r['slope']:+.1f}{se}{marks.get(r['verdict'], '')}")
+            swung = f" ~ (swing {r['swing']:.1f}, noise {r['noise']:.1f})" if r.get("unsteady") else ""
+            cells.append(f"{r['slope']:+.1f}{se}{marks.get(r['verdict'], '')}{swung}")
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
-    flagged = unsettled(slopes)
+    flagged, swinging = unsettled(slopes), unsteady(slopes)
+    total = sum(len(c) for c in slopes.values())
     lines += ["", "–: fewer than 3 evaluations per run, no slope.",
-              "", f"{len(flagged)} of {sum(len(c) for c in slopes.values())} cells have not settled." if flagged
+              "", f"{len(flagged)} of {total} cells have not settled." if flagged
               else "Every cell has settled by this test.", ""]
+    if swinging:
+        lines += [f"~ unsteady ({len(swinging)} of {total} cells): no trend is needed for a curve to move. A seed's "
+                  "*swing* is the root mean square of its evaluations around its line over the window, its *noise* "
+                  "that of the evaluations' own standard errors; a cell whose mean swing is at least "
+                  f"{SWING_MIN:g} points and more than {SWING_RATIO:g} times its noise has a policy that changes from "
+                  "one evaluation to the next, and its headline is one sample of that swing: read its interval, "
+                  "not its mean.", ""]
     return lines
