@@ -632,7 +632,7 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
 
     # Datasets first (in this process: builds are deterministic and shared by all runs).
     from offbench.data.mirrors import file_sha256
-    from offbench.data.provenance import file_statistics
+    from offbench.evaluation.results import dataset_file_record
 
     for dataset_id in [] if online else requested.datasets:
         if not cached_path(dataset_id).exists():
@@ -641,7 +641,7 @@ def reproduce(protocol: Protocol, out: str | os.PathLike, *, backend: str = "loc
     dataset_hashes = {} if online else {d: file_sha256(cached_path(d)) for d in protocol.datasets
                                       if cached_path(d).exists()}
     # each file's level (mean episode return), for tables whose runs trained on a local rebuild
-    dataset_files = {h: file_statistics(d) for d, h in dataset_hashes.items()}
+    dataset_files = {h: dataset_file_record(d) for d, h in dataset_hashes.items()}
 
     specs = plan(protocol, out, device)  # every run of the directory, for the table and the manifest
     manifest_path = out / "manifest.json"

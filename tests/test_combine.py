@@ -112,3 +112,16 @@ def test_one_column_one_build_of_each_dataset(parts):
 def _report_text(path) -> str:
     assert main(["report", str(path), "--no-figures", "--reps", "50"]) == 0
     return (path / "report" / "README.md").read_text()
+
+
+def test_whole_cells_leaves_out_a_part_still_running(parts, capsys):
+    """--whole-cells takes from a source only the cells finished on every seed of its protocol: a part
+    still running adds what it has finished whole, and with --replace a cell is replaced whole or not."""
+    edit_manifest(parts / "b", lambda m: m["runs"][-1].update(status="running"))  # IQL's last seed unfinished
+    assert main(["combine", str(parts / "a"), str(parts / "b"), "--out", str(parts / "c"), "--whole-cells"]) == 0
+    assert f"left out 1 cell(s) of {parts / 'b'} not finished on every seed: iql {DATASET}" in capsys.readouterr().out
+    manifest = json.loads((parts / "c" / "manifest.json").read_text())
+    assert {r["algorithm"] for r in manifest["runs"]} == {"bc"} and len(manifest["runs"]) == 2
+    # without it, the finished seed of the unfinished cell is taken
+    manifest = combine_results([parts / "a", parts / "b"], parts / "c")
+    assert sorted((r["algorithm"], r["seed"]) for r in manifest["runs"]) == [("bc", 0), ("bc", 1), ("iql", 0)]

@@ -26,8 +26,11 @@ def cmd_combine(args) -> int:
     from offbench.evaluation.combine import combine_results
 
     writable_dir(args.out)
-    manifest = combine_results(args.results_dirs, args.out, replace=args.replace)
+    manifest = combine_results(args.results_dirs, args.out, replace=args.replace, whole_cells=args.whole_cells)
     runs = manifest["runs"]
+    for source, cells in (manifest.get("partial_cells_left") or {}).items():
+        print(f"left out {len(cells)} cell(s) of {source} not finished on every seed: "
+              + ", ".join(f"{a} {d}" for a, d in cells))
     print(f"combined {len(runs)} finished runs of protocol {manifest['protocol']} from {len(args.results_dirs)} "
           f"directories into {args.out} (commits: {', '.join(sorted({str(r.get('git_commit'))[:7] for r in runs}))})")
     mixed = [d for d, h in manifest["dataset_sha256"].items() if h is None]
@@ -54,4 +57,7 @@ def register(commands) -> None:
     p.add_argument("--out", metavar="DIR", required=True, help="the combined directory (may be one of the sources)")
     p.add_argument("--replace", action="store_true",
                    help="a run in several sources: keep the last source's (a run done again) instead of an error")
+    p.add_argument("--whole-cells", action="store_true",
+                   help="take from each source only the cells (algorithm, dataset) finished on every seed of its "
+                        "protocol: a part still running, or a cell to be replaced whole")
     p.set_defaults(func=cmd_combine)

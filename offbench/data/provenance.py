@@ -135,20 +135,3 @@ def vouching_note(dataset_path: Path, card, content_sha256: str) -> dict | None:
         return note
     return None
 
-
-def file_statistics(dataset_id: str, sha256: str | None = None) -> dict | None:
-    """What a results directory records about a dataset file its runs trained on (``dataset_files``
-    in a manifest, keyed by the file's SHA-256): ``{"dataset", "episodes", "return_mean"}`` of the
-    cached file of ``dataset_id``, so that a table can give the level of the data each run saw when
-    that file is a local rebuild rather than the card's. None when the file is not cached or, with
-    ``sha256``, holds other bytes."""
-    from offbench.data.catalogue import cached_path
-    from offbench.data.dataset import read_dataset
-    from offbench.data.mirrors import file_sha256
-
-    path = cached_path(dataset_id)
-    if not path.is_file() or (sha256 is not None and file_sha256(path) != sha256):
-        return None
-    returns = read_dataset(path, validate=False).episode_returns()
-    return {"dataset": dataset_id, "episodes": int(len(returns)),
-            "return_mean": float(np.mean(returns)) if len(returns) else None}

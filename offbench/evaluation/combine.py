@@ -23,6 +23,10 @@ What may be combined:
   assume they saw the same data. The combined manifest's ``dataset_sha256`` then maps such a
   dataset to ``null`` and each run carries its own hash.
 
+With ``whole_cells`` (``--whole-cells``) each source gives only the cells finished on every seed of
+its protocol: a part still running can be combined as far as it has gone, and a cell is replaced
+whole or not at all.
+
 A combined directory is a table, not a run directory: ``offbench reproduce`` refuses it (its
 runs' directories stay on the machines that ran them). Reproduce into a new directory and
 combine again.
@@ -33,7 +37,7 @@ import json
 from pathlib import Path
 
 from offbench.errors import OffbenchError
-from offbench.evaluation.results import load_results, run_dataset_sha256, write_results_csv
+from offbench.evaluation.results import dataset_file_record, load_results, run_dataset_sha256, write_results_csv
 
 #: manifest fields each source keeps under ``sources`` (what differs from machine to machine)
 SOURCE_FIELDS = ("git_commit", "git_dirty", "offbench_version", "library_versions", "backend", "device", "workers",
@@ -56,10 +60,23 @@ def _source_runs(manifest: dict) -> list[dict]:
     return runs
 
 
-def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool = False) -> dict:
+def whole_cell_runs(runs: list[dict], seeds: list[int]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The runs of the cells (algorithm, dataset) finished on every one of ``seeds``, and the cells
+    left out."""
+    finished: dict[tuple[str, str], set[int]] = {}
+    for run in runs:
+        finished.setdefault(run_key(run)[:2], set()).add(int(run["seed"]))
+    whole = {cell for cell, done in finished.items() if set(seeds) <= done}
+    return [r for r in runs if run_key(r)[:2] in whole], sorted(set(finished) - whole)
+
+
+def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool = False,
+                    whole_cells: bool = False) -> dict:
     """Write ``out`` (``protocol.toml``, ``manifest.json``, ``results.csv``) from ``sources``, results
     directories of one protocol; returns the combined manifest. ``out`` may be one of the sources
-    (everything is read before anything is written). See the module docstring for the rules."""
+    (everything is read before anything is written). See the module docstring for the rules.
+    ``whole_cells``: take from each source only the cells finished on all of its protocol's seeds
+    (the cells left out are returned under ``partial_cells_left``, not written)."""
     import pandas as pd
 
     from offbench.atomic import write_atomic
@@ -81,8 +98,14 @@ def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool
     runs: dict[tuple, dict] = {}
     rows: dict[tuple, list[dict]] = {}
     origin: dict[tuple, Path] = {}
-    for path, _, manifest, table in loaded:
-        for run in _source_runs(manifest):
+    left_out: dict[str, list[tuple[str, str]]] = {}
+    for path, source_protocol, manifest, table in loaded:
+        taken = _source_runs(manifest)
+        if whole_cells:
+            taken, partial = whole_cell_runs(taken, source_protocol.seeds)
+            if partial:
+                left_out[str(path)] = partial
+        for run in taken:
             key = run_key(run)
             if key in runs and not replace:
                 raise OffbenchError(f"{key[0]} {key[1]} seed {key[2]} is in both {origin[key]} and {path}: "
@@ -140,7 +163,7 @@ def combine_results(sources: list[str | Path], out: str | Path, *, replace: bool
     write_protocol(grid, out / "protocol.toml")
     write_results_csv(out, [row for key in sorted(rows) for row in rows[key]])
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
-    return manifest
+    return {**manifest, "partial_cells_left": left_out} if left_out else manifest
 
 
 def combined_dataset_files(manifests: list[dict], runs) -> dict[str, dict]:
@@ -148,15 +171,13 @@ def combined_dataset_files(manifests: list[dict], runs) -> dict[str, dict]:
     for the files ``runs`` trained on: the sources' records, else the cached file here when it has
     the run's bytes (a source written before reproduce recorded them). A file found in neither is
     left out, and the report prints its level as unknown."""
-    from offbench.data.provenance import file_statistics
-
     known = {h: r for m in manifests for h, r in (m.get("dataset_files") or {}).items()}
     files, looked = {}, set()
     for run in runs:
         digest = run.get("dataset_sha256")
         if digest and digest not in known and digest not in looked:
             looked.add(digest)
-            known[digest] = file_statistics(run["dataset"], digest)
+            known[digest] = dataset_file_record(run["dataset"], digest)
         if digest and known.get(digest):
             files[digest] = known[digest]
     return dict(sorted(files.items()))

@@ -74,6 +74,26 @@ def run_dataset_sha256(manifest: dict, run: dict) -> str | None:
     return run.get("dataset_sha256") or (manifest.get("dataset_sha256") or {}).get(run.get("dataset")) or None
 
 
+def dataset_file_record(dataset_id: str, sha256: str | None = None) -> dict | None:
+    """What a results directory records about a dataset file its runs trained on (``dataset_files``
+    in a manifest, keyed by the file's SHA-256): ``{"dataset", "episodes", "return_mean"}`` of the
+    cached file of ``dataset_id``, so that a table can give the level of the data each run saw when
+    that file is a local rebuild rather than the card's. None when the file is not cached or, with
+    ``sha256``, holds other bytes."""
+    import numpy as np
+
+    from offbench.data.catalogue import cached_path
+    from offbench.data.dataset import read_dataset
+    from offbench.data.mirrors import file_sha256
+
+    path = cached_path(dataset_id)
+    if not path.is_file() or (sha256 is not None and file_sha256(path) != sha256):
+        return None
+    returns = read_dataset(path, validate=False).episode_returns()
+    return {"dataset": dataset_id, "episodes": int(len(returns)),
+            "return_mean": float(np.mean(returns)) if len(returns) else None}
+
+
 def write_results_csv(out: Path, rows: list[dict]) -> Path:
     """``OUT/results.csv``: one row per run x evaluation, sorted, so equal runs give equal bytes."""
     import pandas as pd
