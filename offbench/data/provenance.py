@@ -134,4 +134,3 @@ def vouching_note(dataset_path: Path, card, content_sha256: str) -> dict | None:
             and note.get("content_sha256") == content_sha256 and note.get("card_content_sha256") == card.content_sha256):
         return note
     return None
-

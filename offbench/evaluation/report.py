@@ -89,25 +89,37 @@ def combined_provenance(manifest: dict) -> dict:
             "rebuilt_datasets": sorted(d for d, h in (manifest.get("dataset_sha256") or {}).items() if h is None)}
 
 
+def _card_sha256(dataset: str) -> str | None:
+    from offbench.data.catalogue import get_card
+
+    try:
+        return get_card(dataset).sha256
+    except OffbenchError:
+        return None
+
+
+def trained_files(manifest: dict) -> dict[str, dict[str, set[str]]]:
+    """``{dataset: {sha256: {algorithm, ...}}}``: the files the finished runs trained on (their
+    SHA-256 per run in a combined table, else the manifest's) and which algorithms used each."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for run in manifest.get("runs", []):
+        digest = run_dataset_sha256(manifest, run)
+        if run.get("status") == "finished" and run.get("dataset") and digest:
+            out.setdefault(run["dataset"], {}).setdefault(digest, set()).add(str(run["algorithm"]))
+    return out
+
+
 def rebuilt_cells(manifest: dict) -> dict[str, list[str]]:
     """``{algorithm: [dataset, ...]}``: the datasets an algorithm's runs trained on a file other than the
     card's (its SHA-256 in the manifest, per run in a combined table, differs from the card's ``sha256``):
     local rebuilds, which on another CPU are not the card's bytes and may not be its distribution."""
-    from offbench.data.catalogue import get_card
-
-    cards, out = {}, {}
-    for run in manifest.get("runs", []):
-        dataset, digest = run.get("dataset"), run_dataset_sha256(manifest, run)
-        if not dataset or not digest or run.get("status") != "finished":
-            continue
-        if dataset not in cards:
-            try:
-                cards[dataset] = get_card(dataset).sha256
-            except OffbenchError:
-                cards[dataset] = None
-        if cards[dataset] and cards[dataset] != digest and dataset not in out.setdefault(run["algorithm"], []):
-            out[run["algorithm"]].append(dataset)
-    return {a: sorted(d) for a, d in sorted(out.items()) if d}
+    out: dict[str, list[str]] = {}
+    for dataset, builds in trained_files(manifest).items():
+        card = _card_sha256(dataset)
+        for digest, algorithms in builds.items():
+            for algorithm in algorithms if card and digest != card else ():
+                out.setdefault(algorithm, []).append(dataset)
+    return {a: sorted(set(d)) for a, d in sorted(out.items())}
 
 
 def data_builds(manifest: dict, datasets: list[str], references: dict | None = None) -> dict[str, list[dict]]:
@@ -118,20 +130,10 @@ def data_builds(manifest: dict, datasets: list[str], references: dict | None = N
     card's (``references``: ``{dataset: (random, expert)}``, default the card's own); None where the
     file was not recorded. Goal datasets are left out: their level is the collecting policy's
     success rate, which does not depend on the file."""
-    from offbench.data.catalogue import get_card
-
-    files, by_dataset = manifest.get("dataset_files") or {}, {}
-    for run in manifest.get("runs", []):
-        digest = run_dataset_sha256(manifest, run)
-        if run.get("status") == "finished" and run.get("dataset") in datasets and digest:
-            by_dataset.setdefault(run["dataset"], {}).setdefault(digest, set()).add(str(run["algorithm"]))
-    out = {}
-    for dataset, builds in by_dataset.items():
-        try:
-            card_hash = get_card(dataset).sha256
-        except OffbenchError:
-            continue
-        if not card_hash or set(builds) == {card_hash} or success_scored(dataset):
+    files, out = manifest.get("dataset_files") or {}, {}
+    for dataset, builds in trained_files(manifest).items():
+        card_hash = _card_sha256(dataset)
+        if dataset not in datasets or not card_hash or set(builds) == {card_hash} or success_scored(dataset):
             continue
         reference, rows = (references or {}).get(dataset), []
         for digest in sorted(builds, key=lambda h: (h != card_hash, h)):
@@ -670,7 +672,6 @@ def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> l
     """The per-dataset table; ``marks`` (the report's ``settling``) appends ↑ / ↓ to unsettled cells and
     ~ to unsteady ones."""
     algos, seeds = report["algorithms"], len(report["protocol"]["seeds"])
-    arrow = {"climbing": " ↑", "falling": " ↓"}
     lines = ["| dataset | data | " + " | ".join(algos) + " |", "|---|---|" + "---|" * len(algos)]
     for dataset in view["datasets"]:
         lines.append(f"| {_dataset_label(view, dataset)} | {_data_text(view, dataset)} | "
@@ -679,7 +680,7 @@ def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> l
     for label, estimates in _aggregate_rows(report, view):
         lines.append(f"| **{label}** | | " + " | ".join(_estimate_text(estimates[a]) for a in algos) + " |")
     if marks:  # an aggregate over cells that are still moving ranks the budget, not the method
-        counts = {a: sum(((marks.get(d, {}).get(a) or {}).get("verdict") in arrow) for d in view["datasets"])
+        counts = {a: sum(((marks.get(d, {}).get(a) or {}).get("verdict") in settling.MARKS) for d in view["datasets"])
                   for a in algos}
         scored = {a: sum(view["cells"][d][a] is not None for d in view["datasets"]) for a in algos}  # its cells only
         lines.append(f"| **cells not settled (↑ / ↓)** | | " + " | ".join(
@@ -695,7 +696,7 @@ def _markdown_table(report: dict, view: dict, *, marks: dict | None = None) -> l
 def _marks_text(marks: dict | None, dataset: str, algorithm: str) -> str:
     """A cell's marks from the report's ``settling``: ↑ / ↓ (still moving), ~ (unsteady)."""
     record = (marks or {}).get(dataset, {}).get(algorithm) or {}
-    return {"climbing": " ↑", "falling": " ↓"}.get(record.get("verdict"), "") + (" ~" if record.get("unsteady") else "")
+    return settling.MARKS.get(record.get("verdict"), "") + (" ~" if record.get("unsteady") else "")
 
 
 def _reference_value(x: float | None) -> str:

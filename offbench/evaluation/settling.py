@@ -36,6 +36,7 @@ Z = 2.0  # standard errors
 MIN_CHANGE = 2.0  # points of normalised score (or success %) across the window
 SWING_MIN = 10.0  # points: a smaller swing is not flagged, whatever its cause
 SWING_RATIO = 2.0  # times the evaluations' own noise
+MARKS = {"climbing": " ↑", "falling": " ↓"}  # a cell's mark for a verdict that is still moving
 
 
 def ols_slope(steps: np.ndarray, scores: np.ndarray) -> float:
@@ -126,7 +127,6 @@ def markdown_lines(slopes: dict[str, dict[str, dict]], algorithms: list[str], da
     unsteady cells marked ``~`` with their swing and noise."""
     if not slopes:
         return []
-    marks = {"climbing": " ↑", "falling": " ↓"}
     window = next(iter(next(iter(slopes.values())).values()))["window"]
     lines = ["## Have the learning curves settled?", "",
              f"Slope of the score over each run's last {window} evaluations (least squares per seed; mean ± "
@@ -144,7 +144,7 @@ def markdown_lines(slopes: dict[str, dict[str, dict]], algorithms: list[str], da
                 continue
             se = "" if r["stderr"] is None else f" ± {r['stderr']:.1f}"
             swung = f" ~ (swing {r['swing']:.1f}, noise {r['noise']:.1f})" if r.get("unsteady") else ""
-            cells.append(f"{r['slope']:+.1f}{se}{marks.get(r['verdict'], '')}{swung}")
+            cells.append(f"{r['slope']:+.1f}{se}{MARKS.get(r['verdict'], '')}{swung}")
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
     flagged, swinging = unsettled(slopes), unsteady(slopes)
     total = sum(len(c) for c in slopes.values())
