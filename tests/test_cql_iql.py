@@ -5,6 +5,8 @@ The stitching claim (discrete IQL and CQL on StitchGrid) is in tests/test_stitch
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -257,6 +259,31 @@ def test_cql_update_steps_every_part(pendulum):
         assert not torch.equal(before[key], after[key]), key
     actions = cql.act(pendulum.observations[:5])
     assert actions.shape == (5, 1) and np.all(np.abs(actions) <= 2.0)
+
+
+def test_critic_probe_integrates_a_known_critic(pendulum):
+    """scripts/cql_critic_probe.py with twin critics of known form on Pendulum's action box [-2, 2]:
+    Q_1 = w (s + a), Q_2 = w (2a - s). The exact gap's integral is closed-form per critic,
+    log int exp(w a) da - w a_d = log((e^{2w} - e^{-2w}) / w) - w a_d, and
+    log((e^{4w} - e^{-4w}) / (2w)) - 2w a_d; the grid's maximum is at the last midpoint, a = 1.95."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from cql_critic_probe import critic_summary
+
+    w = 0.5
+    cql = build_algorithm("cql", pendulum, {"hidden": [16]}, seed=0)
+    cql.prepare(pendulum)
+    cql.critic, cql.critic_target = KnownQ(w), KnownQ(w)
+    out = critic_summary(cql, pendulum, samples=200)
+    ends = pendulum.episode_starts + pendulum.episode_lengths - 1
+    idx = np.sort(np.random.default_rng(0).choice(np.setdiff1d(np.arange(len(pendulum.actions)), ends), 200,
+                                                  replace=False))
+    a = pendulum.actions[idx, 0].astype(np.float64)
+    gap_1 = math.log((math.exp(2 * w) - math.exp(-2 * w)) / w) - w * a
+    gap_2 = math.log((math.exp(4 * w) - math.exp(-4 * w)) / (2 * w)) - 2 * w * a
+    assert out["gap_exact"] == pytest.approx(np.mean((gap_1 + gap_2) / 2), abs=2e-3)
+    assert out["q_data"] == pytest.approx(1.5 * w * a.mean(), abs=2e-3)
+    assert out["q_grid_max"] == pytest.approx(w * (1.95 + 2 * 1.95) / 2, abs=1e-3)
+    assert out["q_grid_mean"] == pytest.approx(0.0, abs=2e-3)  # the s terms cancel over the twins, a averages to 0
 
 
 # ---------------------------------------------------------------------- CQL, discrete
