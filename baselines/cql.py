@@ -18,7 +18,7 @@ each action corrected by the log-density of the proposal it was drawn from. The 
 log(3N) does not change any gradient; it makes the estimate an estimate of the integral, so the
 Lagrange gap below is measured on that scale (implementations that drop it shift the threshold
 by log(3N) = 3.4 for N = 10). The logged ``cql_gap`` is this estimate minus Q(s, a_data): as the log of
-a sample mean it is biased low (by 0.25 to 0.8 on the ExORL table's critics against the integral on a
+a sample mean it is biased low (by 0.03 to 0.8 on the ExORL table's critics against the integral on a
 grid, ``scripts/cql_critic_probe.py``). All 3N sampled actions and the data's action go through both
 critics in **one** batched ``QEnsemble`` call on a [B * (3N + 1), ...] input.
 
