@@ -8,7 +8,7 @@ column). For 2048 of the run's data transitions (fixed draw, not at an episode's
   grid; ``gap_is``: the same gap as training estimates it (appendix F's importance sampling over
   3N proposals, ``CQL.importance_sampled_logsumexp``), biased low because the log of a sample mean
   underestimates the log of the mean;
-- ``td_target``: r + gamma * min_twin Qtarget(s', a'), a' ~ pi(.|s'), the critic's TD target;
+- ``td_target``: r + gamma * (1 - terminated) * min_twin Qtarget(s', a'), a' ~ pi(.|s'), the critic's TD target;
 - ``backup_excess``: that backup's value at s' minus Q at the data's next action, E[min Qtarget(s', a')] -
   E[Q(s', a'_data)]; a constant excess delta held through every backup sustains a level
   gamma * delta / (1 - gamma) above what the rewards give (``implied_level``).
@@ -50,12 +50,18 @@ def probe(run: Path, samples: int = 2048, seed: int = 0) -> dict:
             **critic_summary(algorithm, data, samples, seed)}
 
 
+def probe_indices(data, samples: int = 2048, seed: int = 0) -> np.ndarray:
+    """The transitions probed: a fixed draw of steps that are not an episode's last, so that step i + 1
+    holds the data's next action."""
+    ends = data.episode_starts + data.episode_lengths - 1
+    candidates = np.setdiff1d(np.arange(len(data.actions)), ends)
+    return np.sort(np.random.default_rng(seed).choice(candidates, min(samples, len(candidates)), replace=False))
+
+
 @torch.no_grad()
 def critic_summary(algorithm, data, samples: int = 2048, seed: int = 0) -> dict:
     """The module docstring's fields for a continuous CQL ``algorithm`` and the dataset it trained on."""
-    ends = data.episode_starts + data.episode_lengths - 1
-    candidates = np.setdiff1d(np.arange(len(data.actions)), ends)
-    idx = np.sort(np.random.default_rng(seed).choice(candidates, min(samples, len(candidates)), replace=False))
+    idx = probe_indices(data, samples, seed)
     obs, next_obs = (algorithm.encoder(torch.as_tensor(data.observations[i])) for i in (idx, idx + 1))
     action, next_action = (torch.as_tensor(data.actions[i], dtype=torch.float32) for i in (idx, idx + 1))
     critic = algorithm.critic
@@ -75,6 +81,7 @@ def critic_summary(algorithm, data, samples: int = 2048, seed: int = 0) -> dict:
     backup = algorithm.critic_target(next_obs, actor_next).min(0).values
     gamma = algorithm.config.gamma
     rewards = torch.as_tensor(data.rewards[idx], dtype=torch.float32)
+    not_done = 1.0 - torch.as_tensor(data.terminations[idx], dtype=torch.float32)
     excess = float((backup - critic(next_obs, next_action).mean(0)).mean())
 
     def mean(x: torch.Tensor) -> float:
@@ -83,7 +90,7 @@ def critic_summary(algorithm, data, samples: int = 2048, seed: int = 0) -> dict:
     return {"q_data": mean(q_data), "q_actor": mean(critic(obs, algorithm.actor(obs, deterministic=True)[0])),
             "q_grid_mean": mean(q_grid), "q_grid_max": mean(q_grid.max(-1).values),
             "gap_exact": mean(gap_exact), "gap_is": mean(gap_is),
-            "td_target": mean(rewards + gamma * backup), "reward_mean": mean(rewards),
+            "td_target": mean(rewards + gamma * not_done * backup), "reward_mean": mean(rewards),
             "backup_excess": round(excess, 3), "implied_level": round(gamma * excess / (1 - gamma), 1)}
 
 

@@ -267,16 +267,15 @@ def test_critic_probe_integrates_a_known_critic(pendulum):
     log int exp(w a) da - w a_d = log((e^{2w} - e^{-2w}) / w) - w a_d, and
     log((e^{4w} - e^{-4w}) / (2w)) - 2w a_d; the grid's maximum is at the last midpoint, a = 1.95."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from cql_critic_probe import critic_summary
+    from cql_critic_probe import critic_summary, probe_indices
 
     w = 0.5
     cql = build_algorithm("cql", pendulum, {"hidden": [16]}, seed=0)
     cql.prepare(pendulum)
     cql.critic, cql.critic_target = KnownQ(w), KnownQ(w)
     out = critic_summary(cql, pendulum, samples=200)
-    ends = pendulum.episode_starts + pendulum.episode_lengths - 1
-    idx = np.sort(np.random.default_rng(0).choice(np.setdiff1d(np.arange(len(pendulum.actions)), ends), 200,
-                                                  replace=False))
+    idx = probe_indices(pendulum, 200)
+    assert not np.isin(idx, pendulum.episode_starts + pendulum.episode_lengths - 1).any()
     a = pendulum.actions[idx, 0].astype(np.float64)
     gap_1 = math.log((math.exp(2 * w) - math.exp(-2 * w)) / w) - w * a
     gap_2 = math.log((math.exp(4 * w) - math.exp(-4 * w)) / (2 * w)) - 2 * w * a
